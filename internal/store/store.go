@@ -1,0 +1,323 @@
+// Package store persists Warren's domain (accounts, things, tunnels) behind
+// the methods of Store. SQLite (pure Go, WAL) is the embedded default; other
+// backends implement the same methods later. It applies no domain rules: it
+// keeps what the callers hand it and finds it again.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/warrentunnel/warren/internal/tunnel"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Store is the SQLite-backed store. It is safe for concurrent use.
+type Store struct {
+	db *sql.DB
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS accounts (
+	id TEXT PRIMARY KEY,
+	access_key_id TEXT NOT NULL UNIQUE,
+	secret_access_key TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS things (
+	account_id TEXT NOT NULL,
+	name TEXT NOT NULL,
+	data TEXT NOT NULL,
+	PRIMARY KEY (account_id, name)
+);
+CREATE TABLE IF NOT EXISTS tunnels (
+	id TEXT PRIMARY KEY,
+	account_id TEXT NOT NULL,
+	thing_name TEXT NOT NULL,
+	status TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	source_token_hash BLOB NOT NULL UNIQUE,
+	destination_token_hash BLOB NOT NULL UNIQUE,
+	data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tunnels_by_account ON tunnels (account_id, created_at, id);
+CREATE INDEX IF NOT EXISTS tunnels_open ON tunnels (status);
+`
+
+// Open opens (creating if needed) the SQLite database at path.
+func Open(path string) (*Store, error) {
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// CreateAccount adds an account.
+func (s *Store) CreateAccount(ctx context.Context, a tunnel.Account) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO accounts (id, access_key_id, secret_access_key, created_at) VALUES (?, ?, ?, ?)`,
+		a.ID, a.AccessKeyID, a.SecretAccessKey, a.CreatedAt.UnixNano())
+	if err != nil {
+		return fmt.Errorf("create account %s: %w", a.ID, err)
+	}
+	return nil
+}
+
+// AccountByAccessKey finds the account that owns an access key id.
+func (s *Store) AccountByAccessKey(ctx context.Context, accessKeyID string) (tunnel.Account, error) {
+	return s.account(ctx, `SELECT id, access_key_id, secret_access_key, created_at FROM accounts WHERE access_key_id = ?`, accessKeyID)
+}
+
+// Account finds an account by id.
+func (s *Store) Account(ctx context.Context, id string) (tunnel.Account, error) {
+	return s.account(ctx, `SELECT id, access_key_id, secret_access_key, created_at FROM accounts WHERE id = ?`, id)
+}
+
+func (s *Store) account(ctx context.Context, q string, arg string) (tunnel.Account, error) {
+	var a tunnel.Account
+	var created int64
+	err := s.db.QueryRowContext(ctx, q, arg).Scan(&a.ID, &a.AccessKeyID, &a.SecretAccessKey, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, tunnel.ErrNotFound
+	}
+	if err != nil {
+		return a, fmt.Errorf("read account: %w", err)
+	}
+	a.CreatedAt = time.Unix(0, created).UTC()
+	return a, nil
+}
+
+// CreateThing adds a thing; tunnel.ErrExists if the account has one of that name.
+func (s *Store) CreateThing(ctx context.Context, t tunnel.Thing) error {
+	data, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO things (account_id, name, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, t.AccountID, t.Name, string(data))
+	if err != nil {
+		return fmt.Errorf("create thing %s: %w", t.Name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return tunnel.ErrExists
+	}
+	return nil
+}
+
+// Thing finds a thing of an account.
+func (s *Store) Thing(ctx context.Context, accountID, name string) (tunnel.Thing, error) {
+	var data string
+	err := s.db.QueryRowContext(ctx, `SELECT data FROM things WHERE account_id = ? AND name = ?`, accountID, name).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tunnel.Thing{}, tunnel.ErrNotFound
+	}
+	if err != nil {
+		return tunnel.Thing{}, fmt.Errorf("read thing %s: %w", name, err)
+	}
+	var t tunnel.Thing
+	return t, json.Unmarshal([]byte(data), &t)
+}
+
+// Things lists up to limit things of an account whose names sort after
+// `after`, in name order.
+func (s *Store) Things(ctx context.Context, accountID, after string, limit int) ([]tunnel.Thing, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT data FROM things WHERE account_id = ? AND name > ? ORDER BY name LIMIT ?`, accountID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list things: %w", err)
+	}
+	defer rows.Close()
+	var out []tunnel.Thing
+	for rows.Next() {
+		var data string
+		if err := rows.Scan(&data); err != nil {
+			return nil, err
+		}
+		var t tunnel.Thing
+		if err := json.Unmarshal([]byte(data), &t); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// DeleteThing removes a thing; tunnel.ErrNotFound if there is none.
+func (s *Store) DeleteThing(ctx context.Context, accountID, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM things WHERE account_id = ? AND name = ?`, accountID, name)
+	if err != nil {
+		return fmt.Errorf("delete thing %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return tunnel.ErrNotFound
+	}
+	return nil
+}
+
+// CreateTunnel adds a tunnel.
+func (s *Store) CreateTunnel(ctx context.Context, t tunnel.Tunnel) error {
+	data, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO tunnels (id, account_id, thing_name, status, created_at, source_token_hash, destination_token_hash, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.AccountID, t.ThingName, string(t.Status), t.CreatedAt.UnixNano(), t.Source.TokenHash, t.Destination.TokenHash, string(data))
+	if err != nil {
+		return fmt.Errorf("create tunnel %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// Tunnel finds a tunnel of an account.
+func (s *Store) Tunnel(ctx context.Context, accountID, id string) (tunnel.Tunnel, error) {
+	return scanTunnel(s.db.QueryRowContext(ctx, `SELECT data FROM tunnels WHERE id = ? AND account_id = ?`, id, accountID))
+}
+
+// TunnelByToken finds the tunnel that has an access token with this hash, and
+// which side it belongs to.
+func (s *Store) TunnelByToken(ctx context.Context, tokenHash []byte) (tunnel.Tunnel, tunnel.Mode, error) {
+	t, err := scanTunnel(s.db.QueryRowContext(ctx, `SELECT data FROM tunnels WHERE source_token_hash = ? OR destination_token_hash = ?`, tokenHash, tokenHash))
+	if err != nil {
+		return t, "", err
+	}
+	if string(t.Source.TokenHash) == string(tokenHash) {
+		return t, tunnel.ModeSource, nil
+	}
+	return t, tunnel.ModeDestination, nil
+}
+
+// Tunnels lists up to limit tunnels of an account, newest first, optionally
+// only those whose destination is thingName. after is the id of the last
+// tunnel of the previous page ("" for the first page).
+func (s *Store) Tunnels(ctx context.Context, accountID, thingName, after string, limit int) ([]tunnel.Tunnel, error) {
+	q := `SELECT data FROM tunnels WHERE account_id = ?1 AND (?2 = '' OR thing_name = ?2)`
+	if after != "" {
+		q += ` AND (created_at, id) < (SELECT created_at, id FROM tunnels WHERE id = ?3 AND account_id = ?1)`
+	}
+	q += ` ORDER BY created_at DESC, id DESC LIMIT ?4`
+	return s.queryTunnels(ctx, q, accountID, thingName, after, limit)
+}
+
+// OpenTunnels lists every open tunnel of every account (for expiry).
+func (s *Store) OpenTunnels(ctx context.Context) ([]tunnel.Tunnel, error) {
+	return s.queryTunnels(ctx, `SELECT data FROM tunnels WHERE status = 'OPEN'`)
+}
+
+func (s *Store) queryTunnels(ctx context.Context, q string, args ...any) ([]tunnel.Tunnel, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list tunnels: %w", err)
+	}
+	defer rows.Close()
+	var out []tunnel.Tunnel
+	for rows.Next() {
+		t, err := scanTunnel(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// UpdateTunnel reads tunnel id, applies fn and writes the result back in one
+// transaction. An error from fn aborts the update and is returned as is.
+func (s *Store) UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tunnel) error) (tunnel.Tunnel, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return tunnel.Tunnel{}, fmt.Errorf("update tunnel %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	t, err := scanTunnel(tx.QueryRowContext(ctx, `SELECT data FROM tunnels WHERE id = ?`, id))
+	if err != nil {
+		return t, err
+	}
+	if err := fn(&t); err != nil {
+		return t, err
+	}
+	data, err := json.Marshal(t)
+	if err != nil {
+		return t, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE tunnels SET status = ?, thing_name = ?, source_token_hash = ?, destination_token_hash = ?, data = ? WHERE id = ?`,
+		string(t.Status), t.ThingName, t.Source.TokenHash, t.Destination.TokenHash, string(data), id); err != nil {
+		return t, fmt.Errorf("update tunnel %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return t, fmt.Errorf("update tunnel %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// DeleteTunnel removes a tunnel of an account.
+func (s *Store) DeleteTunnel(ctx context.Context, accountID, id string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM tunnels WHERE id = ? AND account_id = ?`, id, accountID)
+	if err != nil {
+		return fmt.Errorf("delete tunnel %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return tunnel.ErrNotFound
+	}
+	return nil
+}
+
+// MarkAllDisconnected sets every side of every tunnel to disconnected; a
+// server that starts holds no connections, whatever the store said before.
+func (s *Store) MarkAllDisconnected(ctx context.Context, now time.Time) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM tunnels WHERE data LIKE '%"Connected":true%'`)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		_, err := s.UpdateTunnel(ctx, id, func(t *tunnel.Tunnel) error {
+			for _, sd := range []*tunnel.Side{&t.Source, &t.Destination} {
+				if sd.Connected {
+					sd.Connected = false
+					sd.LastUpdatedAt = now.UTC()
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanTunnel(row scanner) (tunnel.Tunnel, error) {
+	var data string
+	if err := row.Scan(&data); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return tunnel.Tunnel{}, tunnel.ErrNotFound
+		}
+		return tunnel.Tunnel{}, fmt.Errorf("read tunnel: %w", err)
+	}
+	var t tunnel.Tunnel
+	if err := json.Unmarshal([]byte(data), &t); err != nil {
+		return t, fmt.Errorf("decode tunnel: %w", err)
+	}
+	return t, nil
+}
