@@ -1,0 +1,146 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warrentunnel/warren/internal/tunnel"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "w.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestTunnelsRoundTripAndPaging(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := 0; i < 5; i++ {
+		thing := "a"
+		if i%2 == 1 {
+			thing = "b"
+		}
+		tu, tok, err := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{ThingName: thing, Services: []string{"HTTP"}}, base.Add(time.Duration(i)*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateTunnel(ctx, tu); err != nil {
+			t.Fatal(err)
+		}
+		got, mode, err := s.TunnelByToken(ctx, tunnel.HashToken(tok.Destination))
+		if err != nil || got.ID != tu.ID || mode != tunnel.ModeDestination {
+			t.Fatalf("by token: %v %v %v", got.ID, mode, err)
+		}
+		ids = append(ids, tu.ID)
+	}
+	other, _, _ := tunnel.New("acct2", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, base)
+	if err := s.CreateTunnel(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Tunnel(ctx, "acct1", other.ID); !errors.Is(err, tunnel.ErrNotFound) {
+		t.Fatalf("other account's tunnel visible: %v", err)
+	}
+	var seen []string
+	after := ""
+	for {
+		page, err := s.Tunnels(ctx, "acct1", "", after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range page {
+			seen = append(seen, p.ID)
+		}
+		if len(page) < 2 {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	want := fmt.Sprint([]string{ids[4], ids[3], ids[2], ids[1], ids[0]})
+	if fmt.Sprint(seen) != want {
+		t.Fatalf("paging order %v, want %v", seen, want)
+	}
+	bs, err := s.Tunnels(ctx, "acct1", "b", "", 10)
+	if err != nil || len(bs) != 2 {
+		t.Fatalf("thing filter: %d %v", len(bs), err)
+	}
+}
+
+func TestUpdateTunnelIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	tu, _, _ := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, time.Now())
+	if err := s.CreateTunnel(ctx, tu); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.UpdateTunnel(ctx, tu.ID, func(t *tunnel.Tunnel) error {
+				t.LifetimeMinutes--
+				return nil
+			}); err != nil {
+				panic(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, err := s.Tunnel(ctx, "acct1", tu.ID)
+	if err != nil || got.LifetimeMinutes != 700 {
+		t.Fatalf("lifetime %d (lost updates?) %v", got.LifetimeMinutes, err)
+	}
+	boom := errors.New("boom")
+	if _, err := s.UpdateTunnel(ctx, tu.ID, func(t *tunnel.Tunnel) error { t.Status = tunnel.StatusClosed; return boom }); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	got, _ = s.Tunnel(ctx, "acct1", tu.ID)
+	if got.Status != tunnel.StatusOpen {
+		t.Fatal("aborted update was written")
+	}
+}
+
+func TestThingsAndDisconnect(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	th := tunnel.Thing{AccountID: "a", Name: "dev1", ID: "x"}
+	if err := s.CreateThing(ctx, th); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateThing(ctx, th); !errors.Is(err, tunnel.ErrExists) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	if _, err := s.Thing(ctx, "b", "dev1"); !errors.Is(err, tunnel.ErrNotFound) {
+		t.Fatalf("other account: %v", err)
+	}
+	if err := s.DeleteThing(ctx, "a", "dev1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteThing(ctx, "a", "dev1"); !errors.Is(err, tunnel.ErrNotFound) {
+		t.Fatal(err)
+	}
+	tu, _, _ := tunnel.New("a", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, time.Now())
+	tu.Source.Connected = true
+	if err := s.CreateTunnel(ctx, tu); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkAllDisconnected(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Tunnel(ctx, "a", tu.ID)
+	if got.Source.Connected {
+		t.Fatal("still connected")
+	}
+}
