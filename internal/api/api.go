@@ -1,0 +1,210 @@
+// Package api is Warren's AWS-compatible management API: the AWS JSON 1.1
+// protocol of AWS IoT Secure Tunneling (OpenTunnel, CloseTunnel, ...) and the
+// REST JSON protocol of the AWS IoT thing registry (CreateThing, ...), both
+// authenticated with AWS Signature Version 4 against the accounts in the
+// store. It owns request parsing, validation beyond the domain's rules,
+// signature checking and the mapping of errors to AWS's error shapes. It does
+// not own the data plane (/tunnel) nor persistence: it tells the relay when a
+// tunnel closes and keeps everything in the store.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/warrentunnel/warren/internal/tunnel"
+)
+
+// MaxBodyBytes bounds a request body. The largest legitimate request, an
+// OpenTunnel with 200 tags and a 2048-character description, is far smaller.
+const MaxBodyBytes = 1 << 20
+
+// DefaultRegion is the region of ARNs and of credential scopes when the
+// configuration names none.
+const DefaultRegion = "us-east-1"
+
+// Store is the part of *store.Store the API uses. Every call names the
+// calling account, so an account only ever sees its own records.
+type Store interface {
+	AccountByAccessKey(ctx context.Context, accessKeyID string) (tunnel.Account, error)
+
+	CreateThing(ctx context.Context, t tunnel.Thing) error
+	Thing(ctx context.Context, accountID, name string) (tunnel.Thing, error)
+	Things(ctx context.Context, accountID, after string, limit int) ([]tunnel.Thing, error)
+	DeleteThing(ctx context.Context, accountID, name string) error
+
+	CreateTunnel(ctx context.Context, t tunnel.Tunnel) error
+	Tunnel(ctx context.Context, accountID, id string) (tunnel.Tunnel, error)
+	Tunnels(ctx context.Context, accountID, thingName, after string, limit int) ([]tunnel.Tunnel, error)
+	UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tunnel) error) (tunnel.Tunnel, error)
+	DeleteTunnel(ctx context.Context, accountID, id string) error
+}
+
+// Relay disconnects the peers of a tunnel that was closed.
+type Relay interface {
+	CloseTunnel(tunnelID string)
+}
+
+// Config configures the API. Store is required; the rest has defaults.
+type Config struct {
+	Store  Store
+	Relay  Relay            // nil: nobody to disconnect
+	Region string           // DefaultRegion if empty
+	Logger *slog.Logger     // slog.Default() if nil
+	Now    func() time.Time // time.Now if nil
+}
+
+// API serves the management API. It is safe for concurrent use.
+type API struct {
+	store  Store
+	relay  Relay
+	region string
+	log    *slog.Logger
+	now    func() time.Time
+	signer *v4.Signer
+
+	jsonOps map[string]jsonOp
+}
+
+// New returns an API serving cfg.Store's accounts.
+func New(cfg Config) *API {
+	a := &API{
+		store:  cfg.Store,
+		relay:  cfg.Relay,
+		region: cfg.Region,
+		log:    cfg.Logger,
+		now:    cfg.Now,
+		signer: v4.NewSigner(),
+	}
+	if a.region == "" {
+		a.region = DefaultRegion
+	}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.relay == nil {
+		a.relay = noRelay{}
+	}
+	a.jsonOps = a.tunnelOps()
+	return a
+}
+
+type noRelay struct{}
+
+func (noRelay) CloseTunnel(string) {}
+
+// protocol is the wire protocol of a request: it decides the error format's
+// status codes and the response content type.
+type protocol int
+
+const (
+	protoJSON protocol = iota // AWS JSON 1.1, IoTSecuredTunneling
+	protoREST                 // REST JSON, iot
+)
+
+// Signing names of the two services, as their API models spell them.
+const (
+	signingNameTunnels = "IoTSecuredTunneling"
+	signingNameIoT     = "iot"
+	targetPrefix       = signingNameTunnels + "."
+)
+
+// call is one authenticated request on its way to its operation.
+type call struct {
+	r       *http.Request
+	proto   protocol
+	op      string
+	body    []byte
+	account tunnel.Account
+}
+
+// ServeHTTP serves every path except the data plane's /tunnel.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	c := &call{r: r}
+	w.Header().Set("x-amzn-RequestId", newUUID())
+	// SDKs correct their clock from the Date of a refused request, so it must
+	// be the clock the signature's date is checked against.
+	w.Header().Set("Date", a.now().UTC().Format(http.TimeFormat))
+
+	out, err := a.serve(r.Context(), c)
+	status := http.StatusOK
+	if err != nil {
+		status = a.writeError(w, c, err)
+	} else {
+		a.writeJSON(w, c.proto, http.StatusOK, out)
+	}
+	a.log.LogAttrs(r.Context(), slog.LevelDebug, "api request",
+		slog.String("op", c.op), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.String("account", c.account.ID), slog.Int("status", status),
+		slog.Duration("took", time.Since(start)))
+}
+
+// serve routes, authenticates and runs one request.
+func (a *API) serve(ctx context.Context, c *call) (any, error) {
+	r := c.r
+	var run func(context.Context, *call) (any, error)
+	var service string
+	if target := r.Header.Get("X-Amz-Target"); target != "" {
+		c.proto, service = protoJSON, signingNameTunnels
+		if r.Method != http.MethodPost || r.URL.Path != "/" {
+			return nil, errUnknownOperation("AWS JSON 1.1 requests are POST /, not %s %s", r.Method, r.URL.Path)
+		}
+		c.op = strings.TrimPrefix(target, targetPrefix)
+		run = a.runJSON
+	} else {
+		c.proto, service = protoREST, signingNameIoT
+		op, h := a.routeREST(r)
+		if h == nil {
+			return nil, errUnknownOperation("no operation serves %s %s", r.Method, r.URL.Path)
+		}
+		c.op = op
+		run = h
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	c.body = body
+	if c.account, err = a.authenticate(ctx, r, body, service); err != nil {
+		return nil, err
+	}
+	return run(ctx, c)
+}
+
+// readBody reads the whole body, refusing more than MaxBodyBytes.
+func readBody(r *http.Request) ([]byte, error) {
+	if r.ContentLength > MaxBodyBytes {
+		return nil, errTooLarge()
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	if err != nil {
+		return nil, &apiError{status: http.StatusBadRequest, code: codeSerialization, message: fmt.Sprintf("reading the request body: %v", err)}
+	}
+	if len(body) > MaxBodyBytes {
+		return nil, errTooLarge()
+	}
+	return body, nil
+}
+
+// newUUID returns a random (version 4) UUID, the form of AWS's request and
+// thing ids.
+func newUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

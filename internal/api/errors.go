@@ -1,0 +1,152 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/warrentunnel/warren/internal/tunnel"
+)
+
+// Error codes, as AWS spells them: the SDKs turn them into typed errors.
+const (
+	codeInvalidRequest     = "InvalidRequestException"
+	codeNotFound           = "ResourceNotFoundException"
+	codeExists             = "ResourceAlreadyExistsException"
+	codeLimitExceeded      = "LimitExceededException"
+	codeVersionConflict    = "VersionConflictException"
+	codeSerialization      = "SerializationException"
+	codeUnknownOperation   = "UnknownOperationException"
+	codeNotImplemented     = "NotImplementedException"
+	codeMissingAuth        = "MissingAuthenticationTokenException"
+	codeIncompleteSig      = "IncompleteSignatureException"
+	codeInvalidSig         = "InvalidSignatureException"
+	codeUnrecognizedClient = "UnrecognizedClientException"
+	codeTooLarge           = "RequestEntityTooLargeException"
+	codeInternal           = "InternalFailureException"
+)
+
+// apiError is an error reported to the client in AWS's error format. status
+// is the REST JSON status from the iot model; AWS JSON 1.1 reports client
+// errors other than authentication ones as 400 (see jsonStatus).
+type apiError struct {
+	status  int
+	code    string
+	message string
+	// Members of ResourceAlreadyExistsException.
+	resourceID, resourceARN string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func newError(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+func errInvalid(format string, args ...any) *apiError {
+	return newError(http.StatusBadRequest, codeInvalidRequest, format, args...)
+}
+
+func errNotFound(format string, args ...any) *apiError {
+	return newError(http.StatusNotFound, codeNotFound, format, args...)
+}
+
+func errSerialization(format string, args ...any) *apiError {
+	return newError(http.StatusBadRequest, codeSerialization, format, args...)
+}
+
+func errUnknownOperation(format string, args ...any) *apiError {
+	return newError(http.StatusNotFound, codeUnknownOperation, format, args...)
+}
+
+func errTooLarge() *apiError {
+	return newError(http.StatusRequestEntityTooLarge, codeTooLarge, "the request body is larger than %d bytes", MaxBodyBytes)
+}
+
+// errAuth is an authentication failure: always 403, like AWS.
+func errAuth(code, format string, args ...any) *apiError {
+	return newError(http.StatusForbidden, code, format, args...)
+}
+
+// toAPIError maps an operation's error to what the client sees. Errors that
+// are neither API errors nor domain sentinels are internal: the client gets
+// a generic 500 and the log gets the detail.
+func toAPIError(err error) (e *apiError, internal bool) {
+	if e, ok := errorsAsAPI(err); ok {
+		return e, false
+	}
+	switch {
+	case errors.Is(err, tunnel.ErrInvalid):
+		return errInvalid("%s", strings.TrimPrefix(err.Error(), tunnel.ErrInvalid.Error()+": ")), false
+	case errors.Is(err, tunnel.ErrNotFound):
+		return errNotFound("%s", err.Error()), false
+	case errors.Is(err, tunnel.ErrLimitExceeded):
+		return newError(http.StatusBadRequest, codeLimitExceeded, "%s", err.Error()), false
+	}
+	return newError(http.StatusInternalServerError, codeInternal, "internal server error; the server's log has the details"), true
+}
+
+// jsonStatus is the HTTP status of an error under AWS JSON 1.1, whose model
+// gives its errors no status: client errors are 400 there.
+func jsonStatus(e *apiError) int {
+	switch e.status {
+	case http.StatusNotFound, http.StatusConflict:
+		return http.StatusBadRequest
+	}
+	return e.status
+}
+
+// writeError writes err in the format both protocols' SDKs parse: the code in
+// the x-amzn-ErrorType header and as __type in the body, the text as message.
+// It returns the status written.
+func (a *API) writeError(w http.ResponseWriter, c *call, err error) int {
+	e, internal := toAPIError(err)
+	status := e.status
+	if c.proto == protoJSON {
+		status = jsonStatus(e)
+	}
+	attrs := []slog.Attr{slog.String("op", c.op), slog.String("code", e.code), slog.String("account", c.account.ID)}
+	switch {
+	case internal:
+		a.log.LogAttrs(c.r.Context(), slog.LevelError, "api request failed", append(attrs, slog.String("err", err.Error()))...)
+	case status == http.StatusForbidden:
+		a.log.LogAttrs(c.r.Context(), slog.LevelInfo, "api request refused", append(attrs, slog.String("reason", e.message))...)
+	}
+	body := map[string]string{"__type": e.code, "message": e.message}
+	if e.resourceID != "" {
+		body["resourceId"] = e.resourceID
+	}
+	if e.resourceARN != "" {
+		body["resourceArn"] = e.resourceARN
+	}
+	w.Header().Set("x-amzn-ErrorType", e.code)
+	a.writeJSON(w, c.proto, status, body)
+	return status
+}
+
+// writeJSON writes v as the protocol's JSON document.
+func (a *API) writeJSON(w http.ResponseWriter, p protocol, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own response types get here; they always marshal.
+		a.log.Error("encode api response", slog.String("err", err.Error()))
+		b, status = []byte(`{"__type":"InternalFailureException","message":"encoding the response failed"}`), http.StatusInternalServerError
+	}
+	ct := "application/json"
+	if p == protoJSON {
+		ct = "application/x-amz-json-1.1"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// errorsAsAPI reports whether err is, or wraps, an *apiError.
+func errorsAsAPI(err error) (*apiError, bool) {
+	var e *apiError
+	ok := errors.As(err, &e)
+	return e, ok
+}

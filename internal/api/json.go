@@ -1,0 +1,71 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// jsonOp runs one AWS JSON 1.1 operation.
+type jsonOp func(ctx context.Context, c *call) (any, error)
+
+// runJSON dispatches c to the operation its X-Amz-Target names.
+func (a *API) runJSON(ctx context.Context, c *call) (any, error) {
+	op, ok := a.jsonOps[c.op]
+	if !ok {
+		return nil, errUnknownOperation("unknown operation %q: X-Amz-Target must be %s<Operation>", c.r.Header.Get("X-Amz-Target"), targetPrefix)
+	}
+	return op(ctx, c)
+}
+
+// notImplemented answers an operation of the model that Warren does not
+// serve yet. 501 is not retried by the SDKs.
+func notImplemented(_ context.Context, c *call) (any, error) {
+	return nil, newError(http.StatusNotImplemented, codeNotImplemented, "%s is not implemented by this server yet", c.op)
+}
+
+// decodeJSON decodes a JSON 1.1 request body into v. An empty body is an
+// empty object; unknown members are ignored, as newer SDKs may send them.
+func decodeJSON(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return errSerialization("member %s has the wrong type: expected %s, got JSON %s", te.Field, te.Type, te.Value)
+		}
+		return errSerialization("the request body is not valid JSON: %v", err)
+	}
+	if dec.More() {
+		return errSerialization("the request body has data after its JSON object")
+	}
+	return nil
+}
+
+// epochTime is a timestamp as AWS JSON 1.1 writes it: seconds since the
+// epoch, as a number with millisecond precision.
+type epochTime time.Time
+
+func (t epochTime) MarshalJSON() ([]byte, error) {
+	ms := time.Time(t).UnixMilli()
+	return strconv.AppendFloat(nil, float64(ms)/1000, 'f', -1, 64), nil
+}
+
+// required names a missing required member.
+func required(member string) error {
+	return errInvalid("%s is required", member)
+}
+
+// intRange checks an optional integer member.
+func intRange(member string, v *int, lo, hi int) error {
+	if v != nil && (*v < lo || *v > hi) {
+		return errInvalid("%s must be between %d and %d, not %d", member, lo, hi, *v)
+	}
+	return nil
+}

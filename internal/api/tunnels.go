@@ -1,0 +1,384 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strings"
+
+	"github.com/warrentunnel/warren/internal/tunnel"
+)
+
+// ListTunnels page sizes (model: MaxResults 1..100).
+const (
+	maxTunnelsPage     = 100
+	defaultTunnelsPage = 100
+)
+
+// nextTokenPattern is the model's NextToken pattern; its 4096 limit is
+// checked apart, past Go's regexp repeat limit.
+var nextTokenPattern = regexp.MustCompile(`^[a-zA-Z0-9_=-]+$`)
+
+const maxNextToken = 4096
+
+func (a *API) tunnelOps() map[string]jsonOp {
+	return map[string]jsonOp{
+		"OpenTunnel":              a.openTunnel,
+		"CloseTunnel":             a.closeTunnel,
+		"DescribeTunnel":          a.describeTunnel,
+		"ListTunnels":             a.listTunnels,
+		"TagResource":             a.tagResource,
+		"UntagResource":           a.untagResource,
+		"ListTagsForResource":     a.listTagsForResource,
+		"RotateTunnelAccessToken": notImplemented,
+	}
+}
+
+// Shapes of the IoTSecuredTunneling model.
+type (
+	destinationConfig struct {
+		ThingName *string  `json:"thingName,omitempty"`
+		Services  []string `json:"services"`
+	}
+	timeoutConfig struct {
+		MaxLifetimeTimeoutMinutes *int `json:"maxLifetimeTimeoutMinutes,omitempty"`
+	}
+	connectionState struct {
+		Status        string    `json:"status"`
+		LastUpdatedAt epochTime `json:"lastUpdatedAt"`
+	}
+	tunnelDescription struct {
+		TunnelID                   string             `json:"tunnelId"`
+		TunnelARN                  string             `json:"tunnelArn"`
+		Status                     tunnel.Status      `json:"status"`
+		SourceConnectionState      connectionState    `json:"sourceConnectionState"`
+		DestinationConnectionState connectionState    `json:"destinationConnectionState"`
+		Description                string             `json:"description,omitempty"`
+		DestinationConfig          *destinationConfig `json:"destinationConfig,omitempty"`
+		TimeoutConfig              timeoutConfig      `json:"timeoutConfig"`
+		Tags                       []tunnel.Tag       `json:"tags,omitempty"`
+		CreatedAt                  epochTime          `json:"createdAt"`
+		LastUpdatedAt              epochTime          `json:"lastUpdatedAt"`
+	}
+	tunnelSummary struct {
+		TunnelID      string        `json:"tunnelId"`
+		TunnelARN     string        `json:"tunnelArn"`
+		Status        tunnel.Status `json:"status"`
+		Description   string        `json:"description,omitempty"`
+		CreatedAt     epochTime     `json:"createdAt"`
+		LastUpdatedAt epochTime     `json:"lastUpdatedAt"`
+	}
+)
+
+func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
+	var in struct {
+		Description       *string            `json:"description"`
+		Tags              []tunnel.Tag       `json:"tags"`
+		DestinationConfig *destinationConfig `json:"destinationConfig"`
+		TimeoutConfig     *timeoutConfig     `json:"timeoutConfig"`
+	}
+	if err := decodeJSON(c.body, &in); err != nil {
+		return nil, err
+	}
+	p, err := openParams(in.Description, in.Tags, in.DestinationConfig, in.TimeoutConfig)
+	if err != nil {
+		return nil, err
+	}
+	if p.ThingName != "" {
+		if _, err := a.store.Thing(ctx, c.account.ID, p.ThingName); errors.Is(err, tunnel.ErrNotFound) {
+			return nil, errNotFound("destinationConfig.thingName: thing %q does not exist in this account; create it first with CreateThing", p.ThingName)
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	t, tok, err := tunnel.New(c.account.ID, a.region, p, a.now())
+	if err != nil {
+		return nil, err
+	}
+	if err := a.store.CreateTunnel(ctx, t); err != nil {
+		return nil, err
+	}
+	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel opened", slog.String("account", t.AccountID),
+		slog.String("tunnel", t.ID), slog.String("thing", t.ThingName), slog.Any("services", t.Services))
+	return struct {
+		TunnelID               string `json:"tunnelId"`
+		TunnelARN              string `json:"tunnelArn"`
+		SourceAccessToken      string `json:"sourceAccessToken"`
+		DestinationAccessToken string `json:"destinationAccessToken"`
+	}{t.ID, t.ARN, tok.Source, tok.Destination}, nil
+}
+
+// openParams checks OpenTunnel's members the domain's Validate does not
+// (presence, explicit zero values, tag patterns) and builds its params.
+func openParams(desc *string, tags []tunnel.Tag, dc *destinationConfig, tc *timeoutConfig) (tunnel.OpenParams, error) {
+	var p tunnel.OpenParams
+	if dc == nil {
+		return p, required("destinationConfig (with its services)")
+	}
+	if len(dc.Services) == 0 {
+		return p, required("destinationConfig.services (at least one service name)")
+	}
+	p.Services = dc.Services
+	if dc.ThingName != nil {
+		if !tunnel.ValidName(*dc.ThingName) {
+			return p, errInvalid("destinationConfig.thingName %q must match [a-zA-Z0-9:_-]{1,128}", *dc.ThingName)
+		}
+		p.ThingName = *dc.ThingName
+	}
+	if desc != nil {
+		if !tunnel.ValidDescription(*desc) {
+			return p, errInvalid("description must be 1 to %d characters, none of them control characters", tunnel.MaxDescription)
+		}
+		p.Description = *desc
+	}
+	if tc != nil && tc.MaxLifetimeTimeoutMinutes != nil {
+		if err := intRange("timeoutConfig.maxLifetimeTimeoutMinutes", tc.MaxLifetimeTimeoutMinutes, 1, tunnel.MaxLifetimeMinutes); err != nil {
+			return p, err
+		}
+		p.LifetimeMinutes = *tc.MaxLifetimeTimeoutMinutes
+	}
+	if err := validTags(tags); err != nil {
+		return p, err
+	}
+	p.Tags = tags
+	return p, p.Validate()
+}
+
+func (a *API) closeTunnel(ctx context.Context, c *call) (any, error) {
+	var in struct {
+		TunnelID *string `json:"tunnelId"`
+		Delete   *bool   `json:"delete"`
+	}
+	if err := decodeJSON(c.body, &in); err != nil {
+		return nil, err
+	}
+	id, err := tunnelID(in.TunnelID)
+	if err != nil {
+		return nil, err
+	}
+	now := a.now().UTC()
+	_, err = a.store.UpdateTunnel(ctx, id, func(t *tunnel.Tunnel) error {
+		if t.AccountID != c.account.ID {
+			return tunnel.ErrNotFound
+		}
+		t.Close(now)
+		return nil
+	})
+	if errors.Is(err, tunnel.ErrNotFound) {
+		return nil, errTunnelNotFound(id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Always, even for a tunnel that was closed already: disconnecting
+	// nobody is harmless, and a peer must never outlive its tunnel.
+	a.relay.CloseTunnel(id)
+	deleted := in.Delete != nil && *in.Delete
+	if deleted {
+		if err := a.store.DeleteTunnel(ctx, c.account.ID, id); err != nil && !errors.Is(err, tunnel.ErrNotFound) {
+			return nil, err
+		}
+	}
+	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel closed", slog.String("account", c.account.ID),
+		slog.String("tunnel", id), slog.Bool("deleted", deleted))
+	return struct{}{}, nil
+}
+
+func (a *API) describeTunnel(ctx context.Context, c *call) (any, error) {
+	var in struct {
+		TunnelID *string `json:"tunnelId"`
+	}
+	if err := decodeJSON(c.body, &in); err != nil {
+		return nil, err
+	}
+	t, err := a.tunnel(ctx, c.account.ID, in.TunnelID)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		Tunnel tunnelDescription `json:"tunnel"`
+	}{describe(t)}, nil
+}
+
+func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
+	var in struct {
+		ThingName  *string `json:"thingName"`
+		MaxResults *int    `json:"maxResults"`
+		NextToken  *string `json:"nextToken"`
+	}
+	if err := decodeJSON(c.body, &in); err != nil {
+		return nil, err
+	}
+	thing := ""
+	if in.ThingName != nil {
+		if !tunnel.ValidName(*in.ThingName) {
+			return nil, errInvalid("thingName %q must match [a-zA-Z0-9:_-]{1,128}", *in.ThingName)
+		}
+		thing = *in.ThingName
+	}
+	if err := intRange("maxResults", in.MaxResults, 1, maxTunnelsPage); err != nil {
+		return nil, err
+	}
+	limit := defaultTunnelsPage
+	if in.MaxResults != nil {
+		limit = *in.MaxResults
+	}
+	after, err := a.tunnelsCursor(ctx, c.account.ID, in.NextToken)
+	if err != nil {
+		return nil, err
+	}
+	// One more than asked tells whether another page follows.
+	ts, err := a.store.Tunnels(ctx, c.account.ID, thing, after, limit+1)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		TunnelSummaries []tunnelSummary `json:"tunnelSummaries"`
+		NextToken       string          `json:"nextToken,omitempty"`
+	}
+	out.TunnelSummaries = []tunnelSummary{}
+	if len(ts) > limit {
+		ts = ts[:limit]
+		out.NextToken = encodeCursor("tunnel", ts[limit-1].ID)
+	}
+	for _, t := range ts {
+		if t, err = a.expire(ctx, t); err != nil {
+			return nil, err
+		}
+		out.TunnelSummaries = append(out.TunnelSummaries, tunnelSummary{
+			TunnelID: t.ID, TunnelARN: t.ARN, Status: t.Status, Description: t.Description,
+			CreatedAt: epochTime(t.CreatedAt), LastUpdatedAt: epochTime(t.LastUpdatedAt),
+		})
+	}
+	return out, nil
+}
+
+// tunnelsCursor decodes ListTunnels' nextToken into the id of the last
+// tunnel of the previous page, which must still exist: the store continues
+// after that tunnel's place in the order.
+func (a *API) tunnelsCursor(ctx context.Context, accountID string, token *string) (string, error) {
+	if token == nil {
+		return "", nil
+	}
+	id, ok := decodeCursor("tunnel", *token)
+	if !ok || !tunnel.ValidTunnelID(id) {
+		return "", errInvalid("nextToken is not valid: pass the nextToken of a previous ListTunnels response")
+	}
+	if _, err := a.store.Tunnel(ctx, accountID, id); errors.Is(err, tunnel.ErrNotFound) {
+		return "", errInvalid("nextToken continues after a tunnel that was deleted since; list again from the start")
+	} else if err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// tunnel reads a tunnel of account, closing it first if its lifetime ended.
+func (a *API) tunnel(ctx context.Context, accountID string, rawID *string) (tunnel.Tunnel, error) {
+	id, err := tunnelID(rawID)
+	if err != nil {
+		return tunnel.Tunnel{}, err
+	}
+	t, err := a.store.Tunnel(ctx, accountID, id)
+	if errors.Is(err, tunnel.ErrNotFound) {
+		return t, errTunnelNotFound(id)
+	}
+	if err != nil {
+		return t, err
+	}
+	return a.expire(ctx, t)
+}
+
+// expire closes an open tunnel whose lifetime has ended, so that it is
+// reported CLOSED whether or not the relay noticed the end already.
+func (a *API) expire(ctx context.Context, t tunnel.Tunnel) (tunnel.Tunnel, error) {
+	now := a.now()
+	if t.Status != tunnel.StatusOpen || !t.Expired(now) {
+		return t, nil
+	}
+	updated, err := a.store.UpdateTunnel(ctx, t.ID, func(u *tunnel.Tunnel) error {
+		if u.AccountID != t.AccountID {
+			return tunnel.ErrNotFound
+		}
+		if u.Status == tunnel.StatusOpen && u.Expired(now) {
+			// It closed when its lifetime ended, not when someone looked.
+			u.Close(u.ExpiresAt())
+		}
+		return nil
+	})
+	if errors.Is(err, tunnel.ErrNotFound) {
+		// Deleted meanwhile: report what was read, as closed.
+		t.Close(t.ExpiresAt())
+		return t, nil
+	}
+	if err != nil {
+		return t, err
+	}
+	a.relay.CloseTunnel(t.ID)
+	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel expired", slog.String("account", t.AccountID), slog.String("tunnel", t.ID))
+	return updated, nil
+}
+
+func describe(t tunnel.Tunnel) tunnelDescription {
+	d := tunnelDescription{
+		TunnelID:                   t.ID,
+		TunnelARN:                  t.ARN,
+		Status:                     t.Status,
+		SourceConnectionState:      state(t.Source),
+		DestinationConnectionState: state(t.Destination),
+		Description:                t.Description,
+		TimeoutConfig:              timeoutConfig{MaxLifetimeTimeoutMinutes: &t.LifetimeMinutes},
+		Tags:                       t.Tags,
+		CreatedAt:                  epochTime(t.CreatedAt),
+		LastUpdatedAt:              epochTime(t.LastUpdatedAt),
+	}
+	if len(t.Services) > 0 || t.ThingName != "" {
+		d.DestinationConfig = &destinationConfig{Services: t.Services}
+		if t.ThingName != "" {
+			d.DestinationConfig.ThingName = &t.ThingName
+		}
+	}
+	return d
+}
+
+func state(s tunnel.Side) connectionState {
+	st := "DISCONNECTED"
+	if s.Connected {
+		st = "CONNECTED"
+	}
+	return connectionState{Status: st, LastUpdatedAt: epochTime(s.LastUpdatedAt)}
+}
+
+// tunnelID checks a required tunnelId member.
+func tunnelID(id *string) (string, error) {
+	if id == nil || *id == "" {
+		return "", required("tunnelId")
+	}
+	if !tunnel.ValidTunnelID(*id) {
+		return "", errInvalid("tunnelId %q must match [a-zA-Z0-9_\\-+=:]{1,128}", *id)
+	}
+	return *id, nil
+}
+
+func errTunnelNotFound(id string) error {
+	return errNotFound("tunnel %s does not exist in this account", id)
+}
+
+// encodeCursor makes an opaque nextToken; the kind keeps one listing's
+// token from being taken for another's.
+func encodeCursor(kind, last string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(kind + ":" + last))
+}
+
+func decodeCursor(kind, token string) (string, bool) {
+	if len(token) > maxNextToken || !nextTokenPattern.MatchString(token) {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(token, "="))
+	if err != nil {
+		return "", false
+	}
+	last, ok := strings.CutPrefix(string(b), kind+":")
+	return last, ok && last != ""
+}
