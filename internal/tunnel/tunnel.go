@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Status of a tunnel.
@@ -215,7 +216,7 @@ func (p *OpenParams) Validate() error {
 		return fmt.Errorf("%w: at most %d tags are allowed", ErrInvalid, MaxTags)
 	}
 	for _, t := range p.Tags {
-		if len(t.Key) < 1 || len(t.Key) > 128 || len(t.Value) > 256 {
+		if k, v := utf8.RuneCountInString(t.Key), utf8.RuneCountInString(t.Value); k < 1 || k > 128 || v > 256 {
 			return fmt.Errorf("%w: tag keys are 1 to 128 characters and values at most 256", ErrInvalid)
 		}
 	}
