@@ -1,0 +1,404 @@
+package localproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/warrentunnel/warren/internal/wire"
+)
+
+// frameFormat says which optional fields a stream's frames carry: V3 has
+// both, V2 only the service id, V1 neither. A destination answers in the
+// format the source's STREAM_START used.
+type frameFormat struct {
+	svc  bool // serviceId
+	conn bool // connectionId; without it a stream has one connection
+}
+
+func formatFor(p Protocol) frameFormat {
+	return frameFormat{svc: p >= V2, conn: p >= V3}
+}
+
+// localConn is one local TCP (or unix) connection carried on a stream.
+//
+// Closing follows the captures: each side sends one CONNECTION_RESET per
+// connection, when its local socket reports end of stream. Warren reads a
+// CONNECTION_RESET as the peer's end of stream, like a TCP FIN: it writes
+// out what already arrived, shuts down the local socket's write side, and
+// keeps carrying what the local application still sends until it closes too;
+// then it answers with its own CONNECTION_RESET. So a half-closed client
+// (shutdown(SHUT_WR) after its request) still gets its whole answer, and
+// bytes in flight are never dropped. An official peer closes its socket on
+// our reset and answers at once, which ends the connection the same way.
+// V1/V2 streams have no per-direction close: a STREAM_RESET, either way,
+// ends the connection once what already arrived is written.
+type localConn struct {
+	s        *session
+	log      *slog.Logger
+	service  string // mapped service id
+	wireSvc  string // service id as put in frames ("" when the format has none)
+	streamID int32
+	connID   uint32 // as on the wire (0 in V1/V2 formats)
+	key      uint32 // key in stream.conns
+	fmt      frameFormat
+	in       *inbox // tunnel -> local socket
+
+	mu        sync.Mutex
+	nc        net.Conn // nil while a destination is still dialing
+	aborted   bool
+	silent    bool // the stream is gone: never send a reset for this connection
+	resetSent bool
+	live      int // running goroutines of this connection
+}
+
+func (s *session) newConn(service string, st *stream, connID uint32) *localConn {
+	lc := &localConn{
+		s:        s,
+		service:  service,
+		streamID: st.id,
+		connID:   connID,
+		key:      st.key(connID),
+		fmt:      st.fmt,
+		in:       newInbox(s.set.QueueBytes),
+	}
+	if !st.fmt.conn {
+		lc.connID = 0
+	}
+	if st.fmt.svc {
+		lc.wireSvc = service
+	}
+	lc.log = s.log.With("service", service, "stream", st.id, "conn", lc.connID)
+	return lc
+}
+
+// frame encodes a message of this connection in its stream's format.
+func (lc *localConn) frame(t wire.Type, payload []byte) []byte {
+	return encodeFrame(t, lc.streamID, lc.wireSvc, lc.connID, lc.fmt, payload)
+}
+
+func encodeFrame(t wire.Type, streamID int32, svc string, connID uint32, f frameFormat, payload []byte) []byte {
+	m := wire.Message{Type: t, StreamID: streamID, Payload: payload}
+	if f.svc {
+		m.ServiceID = svc
+	}
+	if f.conn && t != wire.TypeStreamReset {
+		m.ConnectionID = connID
+	}
+	b, err := wire.AppendFrame(make([]byte, 0, len(payload)+len(svc)+24), &m)
+	if err != nil {
+		// Payloads are cut to MaxPayload before they get here.
+		panic("localproxy: " + err.Error())
+	}
+	return b
+}
+
+// resetFrame is how this connection's end is announced: CONNECTION_RESET
+// in V3, STREAM_RESET for V1/V2 streams.
+func (lc *localConn) resetFrame() []byte {
+	if lc.fmt.conn {
+		return lc.frame(wire.TypeConnectionReset, nil)
+	}
+	return lc.frame(wire.TypeStreamReset, nil)
+}
+
+// start runs the connection's goroutines on nc. If the connection was
+// aborted while its target was being dialed, nc is closed instead.
+func (lc *localConn) start(nc net.Conn) {
+	lc.mu.Lock()
+	if lc.aborted {
+		lc.mu.Unlock()
+		nc.Close()
+		lc.sendReset()
+		return
+	}
+	lc.nc = nc
+	lc.live = 2
+	lc.mu.Unlock()
+	// The caller holds a wg count (accept path: added with these; dial
+	// path: the dial goroutine's), so Add cannot race with Wait at zero.
+	lc.s.wg.Add(2)
+	go lc.readLoop()
+	go lc.writeLoop()
+}
+
+// readLoop carries the local socket's bytes to the tunnel, at most
+// MaxPayload per DATA frame. It is the only sender of this connection's
+// DATA and reset frames, so the reset always follows the last DATA.
+func (lc *localConn) readLoop() {
+	defer lc.exit()
+	buf := make([]byte, lc.s.set.MaxPayload)
+	for {
+		n, err := lc.nc.Read(buf)
+		if n > 0 && !lc.s.send(lc.frame(wire.TypeData, buf[:n])) {
+			return // the session is over
+		}
+		if err == nil {
+			continue
+		}
+		switch {
+		case errors.Is(err, io.EOF) && lc.fmt.conn && !lc.isAborted():
+			// End of stream from the local application: tell the peer, and
+			// keep writing what it still sends until it ends too.
+			lc.log.Debug("local side closed")
+			lc.sendReset()
+		case errors.Is(err, io.EOF):
+			lc.log.Debug("local side closed")
+			lc.sendReset()
+			lc.in.finish(stateDrainClose)
+		default:
+			if !lc.isAborted() {
+				lc.log.Debug("local socket error", "err", err)
+			}
+			lc.sendReset()
+			lc.abort(false)
+		}
+		return
+	}
+}
+
+// writeLoop writes what the tunnel delivers to the local socket.
+func (lc *localConn) writeLoop() {
+	defer lc.exit()
+	for {
+		bufs, n, state := lc.in.take()
+		if n > 0 {
+			nb := net.Buffers(bufs)
+			if _, err := nb.WriteTo(lc.nc); err != nil {
+				if !lc.isAborted() {
+					lc.log.Debug("local socket write failed", "err", err)
+				}
+				lc.abort(false)
+				return
+			}
+			lc.in.release(n)
+			continue
+		}
+		switch state {
+		case statePeerEOF:
+			if cw, ok := lc.nc.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+		case stateDrainClose:
+			lc.abort(true)
+		}
+		return
+	}
+}
+
+// exit ends one of the connection's goroutines; the last one closes the
+// socket and removes the connection from its stream.
+func (lc *localConn) exit() {
+	lc.mu.Lock()
+	lc.live--
+	last := lc.live == 0
+	lc.mu.Unlock()
+	if last {
+		lc.nc.Close()
+		lc.in.abort()
+		lc.s.forget(lc)
+		lc.log.Debug("connection closed")
+	}
+	lc.s.wg.Done()
+}
+
+func (lc *localConn) isAborted() bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.aborted
+}
+
+// sendReset announces the connection's end once, unless its stream is gone.
+func (lc *localConn) sendReset() {
+	lc.mu.Lock()
+	skip := lc.silent || lc.resetSent
+	lc.resetSent = true
+	lc.mu.Unlock()
+	if !skip {
+		lc.s.send(lc.resetFrame())
+	}
+}
+
+// abort closes the connection now, dropping queued bytes. silent: its stream
+// is gone (reset, replaced, or the WebSocket lost), so no reset is sent;
+// otherwise the reader sends one as it stops.
+func (lc *localConn) abort(silent bool) {
+	lc.mu.Lock()
+	if silent {
+		lc.silent = true
+	}
+	lc.aborted = true
+	nc := lc.nc
+	lc.mu.Unlock()
+	lc.in.abort()
+	if nc != nil {
+		nc.Close()
+	}
+}
+
+// deliver queues a DATA payload for the local socket. The tunnel reader
+// waits while the queue is full (backpressure on the relay, as the
+// official proxy does for all its connections), but at most StallTimeout:
+// a local application that stops reading then gets its connection reset
+// instead of stalling every other connection of the tunnel for good.
+func (lc *localConn) deliver(payload []byte) {
+	err := lc.in.push(lc.s.ctx, bytes.Clone(payload), lc.s.set.StallTimeout)
+	switch {
+	case err == nil:
+	case errors.Is(err, errStalled):
+		lc.log.Warn("local application is not reading; resetting its connection",
+			"queued_bytes", lc.s.set.QueueBytes, "waited", lc.s.set.StallTimeout)
+		lc.abort(false)
+	default:
+		lc.log.Log(lc.s.ctx, LevelTrace, "DATA for a closing connection dropped", "bytes", len(payload))
+	}
+}
+
+// peerReset handles the peer's end of the connection.
+func (lc *localConn) peerReset() {
+	if lc.fmt.conn {
+		lc.log.Debug("peer closed its side")
+		lc.in.finish(statePeerEOF)
+		return
+	}
+	lc.streamReset()
+}
+
+// streamReset ends the connection after writing what already arrived,
+// without announcing it: the peer ended the stream.
+func (lc *localConn) streamReset() {
+	lc.mu.Lock()
+	lc.silent = true
+	dialing := lc.nc == nil
+	lc.mu.Unlock()
+	if dialing {
+		lc.abort(true)
+		return
+	}
+	lc.in.finish(stateDrainClose)
+}
+
+// Inbox states.
+const (
+	stateOpen       = iota
+	statePeerEOF    // drain, then shut down the socket's write side
+	stateDrainClose // drain, then close the socket
+	stateAborted    // drop everything
+)
+
+var (
+	errStalled   = errors.New("local socket stalled")
+	errQueueDone = errors.New("connection is closing")
+)
+
+// inbox is a connection's bounded queue from the tunnel to its socket.
+type inbox struct {
+	max   int
+	ready chan struct{} // wakes the writer
+	space chan struct{} // wakes a waiting pusher
+
+	mu    sync.Mutex
+	bufs  [][]byte
+	n     int // queued bytes, including those being written
+	state int
+}
+
+func newInbox(max int) *inbox {
+	return &inbox{max: max, ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
+
+func wake(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// push queues p, waiting up to stall for room. One payload is always
+// accepted into an empty queue, so the bound is max plus one frame.
+func (q *inbox) push(ctx context.Context, p []byte, stall time.Duration) error {
+	var timer *time.Timer
+	for {
+		q.mu.Lock()
+		if q.state != stateOpen {
+			q.mu.Unlock()
+			return errQueueDone
+		}
+		if q.n == 0 || q.n+len(p) <= q.max {
+			q.bufs = append(q.bufs, p)
+			q.n += len(p)
+			q.mu.Unlock()
+			wake(q.ready)
+			return nil
+		}
+		q.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(stall)
+			defer timer.Stop()
+		}
+		select {
+		case <-q.space:
+		case <-timer.C:
+			return errStalled
+		case <-ctx.Done():
+			return errQueueDone
+		}
+	}
+}
+
+// take waits for queued payloads (n > 0) or a final state.
+func (q *inbox) take() (bufs [][]byte, n int, state int) {
+	for {
+		q.mu.Lock()
+		if q.state == stateAborted {
+			q.mu.Unlock()
+			return nil, 0, stateAborted
+		}
+		if len(q.bufs) > 0 {
+			bufs, q.bufs = q.bufs, nil
+			for _, b := range bufs {
+				n += len(b)
+			}
+			q.mu.Unlock()
+			return bufs, n, stateOpen
+		}
+		state = q.state
+		q.mu.Unlock()
+		if state != stateOpen {
+			return nil, 0, state
+		}
+		<-q.ready
+	}
+}
+
+// release frees n written bytes.
+func (q *inbox) release(n int) {
+	q.mu.Lock()
+	q.n -= n
+	q.mu.Unlock()
+	wake(q.space)
+}
+
+// finish sets a draining end state (the first one wins).
+func (q *inbox) finish(state int) {
+	q.mu.Lock()
+	if q.state == stateOpen {
+		q.state = state
+	}
+	q.mu.Unlock()
+	wake(q.ready)
+}
+
+func (q *inbox) abort() {
+	q.mu.Lock()
+	q.state = stateAborted
+	q.bufs, q.n = nil, 0
+	q.mu.Unlock()
+	wake(q.ready)
+	wake(q.space)
+}
