@@ -1,0 +1,154 @@
+// Command warren is the Warren service (`warren serve`), its demo
+// (`warren demo`) and its admin commands (`warren open-tunnel`, ...).
+// It holds flags and wiring only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/warrentunnel/warren/internal/admin"
+	"github.com/warrentunnel/warren/internal/demo"
+	"github.com/warrentunnel/warren/internal/server"
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-V":
+		fmt.Fprintln(stdout, "warren", version)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	}
+	for _, c := range admin.Commands() {
+		if c == args[0] {
+			return admin.Run(ctx, args, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "warren: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `usage: warren <command> [flags]
+
+Service:
+  serve      run the management API and the tunnel relay (see warren serve -h)
+  demo       run a complete tunnel on loopback and time a page load through it
+
+Admin commands (AWS CLI flag names; endpoint, region, credentials and CA from the AWS environment):
+  %s
+`, strings.Join(admin.Commands(), "\n  "))
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("warren serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg server.Config
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8443", "address of the HTTPS listener (API and /tunnel)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./warren-data", "directory of the store, certificates and credentials")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate to serve (default: one generated in the data directory)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.BoolVar(&cfg.Plaintext, "plaintext", false, "serve HTTP/WS without TLS (only behind a TLS-terminating load balancer)")
+	fs.StringVar(&cfg.Region, "region", "us-east-1", "region used in ARNs and SigV4 scopes")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "warren serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		fmt.Fprintln(stderr, "warren serve:", err)
+		return 2
+	}
+	cfg.Logger = log
+	srv, err := server.Open(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "warren serve:", err)
+		return 1
+	}
+	if err := srv.Start(); err != nil {
+		fmt.Fprintln(stderr, "warren serve:", err)
+		srv.Shutdown(context.Background())
+		return 1
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("warren demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg demo.Config
+	fs.IntVar(&cfg.Port, "port", 5555, "source local proxy port to open in a browser (0: any free port)")
+	fs.IntVar(&cfg.Resources, "resources", 100, "resources on the sample page")
+	fs.IntVar(&cfg.Parallel, "parallel", 16, "simultaneous connections for the parallel page load")
+	fs.BoolVar(&cfg.Exit, "exit", false, "exit after the page loads instead of waiting for Ctrl-C")
+	level := fs.String("log-level", "warn", "log level of the embedded server and proxies")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		fmt.Fprintln(stderr, "warren demo:", err)
+		return 2
+	}
+	cfg.Logger = log
+	cfg.Out = stdout
+	if err := demo.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(stderr, "warren demo:", err)
+		return 1
+	}
+	return 0
+}

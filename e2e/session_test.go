@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warrentunnel/warren/internal/demo"
+	"golang.org/x/sync/errgroup"
+)
+
+// The README's session, as real processes: serve, create-thing, open-tunnel,
+// two localproxies, and the device's web server reached through the tunnel.
+func TestReadmeSession(t *testing.T) {
+	s := startService(t)
+	if fi, err := os.Stat(filepath.Join(s.dir, "credentials")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("credentials file: %v %v", fi, err)
+	}
+	device := httpDevice(t, "hello from the device")
+	tun, ports, _, _ := s.tunnelPair(t, "RemoteDevice1", []string{"HTTP"}, []string{device})
+	got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/index.html", ports[0]))
+	if got != "hello from the device /index.html" {
+		t.Fatalf("through the tunnel: %q", got)
+	}
+	var d describeOut
+	s.warren(t, &d, "describe-tunnel", "--tunnel-id", tun.TunnelID)
+	if d.Tunnel.Status != "OPEN" || d.Tunnel.DestinationConfig.ThingName != "RemoteDevice1" {
+		t.Fatalf("describe: %+v", d.Tunnel)
+	}
+	// close-tunnel ends both proxies for good: the relay sends close frames.
+	s.warren(t, nil, "close-tunnel", "--tunnel-id", tun.TunnelID)
+	s.warren(t, &d, "describe-tunnel", "--tunnel-id", tun.TunnelID)
+	if d.Tunnel.Status != "CLOSED" || d.Tunnel.SourceConnectionState.Status != "DISCONNECTED" {
+		t.Fatalf("after close: %+v", d.Tunnel)
+	}
+}
+
+// 100 concurrent HTTP requests through one tunnel all succeed, and the
+// 100-resource page loads with 1 and with 16 parallel connections.
+func TestSimultaneousConnections(t *testing.T) {
+	s := startService(t)
+	dev, err := demo.StartDevice(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	_, ports, _, _ := s.tunnelPair(t, "web", []string{"HTTP"}, []string{dev.Addr()})
+	base := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+
+	var g errgroup.Group
+	for i := 0; i < 100; i++ {
+		g.Go(func() error {
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0]))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "GET /r/%d.js HTTP/1.1\r\nHost: device\r\nConnection: close\r\n\r\n", i)
+			b, err := io.ReadAll(c)
+			if err != nil {
+				return fmt.Errorf("request %d: %w", i, err)
+			}
+			if !strings.HasPrefix(string(b), "HTTP/1.1 200 OK") || !strings.HasSuffix(string(b), "/") {
+				return fmt.Errorf("request %d: bad response (%d bytes)", i, len(b))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	one, err := demo.LoadPage(ctx, base, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sixteen, err := demo.LoadPage(ctx, base, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("100-resource page through the tunnel: 1 connection %v, 16 connections %v (ratio %.1fx)", one, sixteen, float64(one)/float64(sixteen))
+}
+
+// 64 simultaneous connections each send 4 MiB of random bytes to an echo
+// server and get the same SHA-256 back.
+func TestIntegrity64x4MiB(t *testing.T) {
+	s := startService(t)
+	echo := echoDevice(t)
+	_, ports, _, _ := s.tunnelPair(t, "echo", []string{"ECHO"}, []string{echo})
+	const size = 4 << 20
+	var g errgroup.Group
+	for i := 0; i < 64; i++ {
+		g.Go(func() error { return echoRoundTrip(fmt.Sprintf("127.0.0.1:%d", ports[0]), size) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func echoRoundTrip(addr string, size int) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Minute))
+	sent := sha256.New()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(io.MultiWriter(c, sent), rand.Reader, int64(size))
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		errc <- err
+	}()
+	got := sha256.New()
+	n, err := io.Copy(got, c)
+	if werr := <-errc; werr != nil {
+		return fmt.Errorf("send: %w", werr)
+	}
+	if err != nil {
+		return fmt.Errorf("receive after %d bytes: %w", n, err)
+	}
+	if n != int64(size) || string(got.Sum(nil)) != string(sent.Sum(nil)) {
+		return fmt.Errorf("echo returned %d bytes, sha256 %x, want %d bytes, %x", n, got.Sum(nil), size, sent.Sum(nil))
+	}
+	return nil
+}
+
+// One tunnel with services HTTP and ECHO carries both at once.
+func TestMultiplexing(t *testing.T) {
+	s := startService(t)
+	web := httpDevice(t, "web")
+	echo := echoDevice(t)
+	_, ports, _, _ := s.tunnelPair(t, "multi", []string{"HTTP", "ECHO"}, []string{web, echo})
+	var g errgroup.Group
+	for i := 0; i < 8; i++ {
+		g.Go(func() error {
+			return echoRoundTrip(fmt.Sprintf("127.0.0.1:%d", ports[1]), 256<<10)
+		})
+	}
+	var mu sync.Mutex
+	for i := 0; i < 8; i++ {
+		g.Go(func() error {
+			got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/%d", ports[0], i))
+			mu.Lock()
+			defer mu.Unlock()
+			if got != fmt.Sprintf("web /%d", i) {
+				return fmt.Errorf("http: %q", got)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// After `warren serve` is SIGKILLed and started again, DescribeTunnel still
+// shows the tunnel and both proxies reconnect by themselves with the same
+// tokens and carry new connections.
+func TestRestartKeepsTunnel(t *testing.T) {
+	s := startService(t)
+	device := httpDevice(t, "persistent")
+	tun, ports, src, dst := s.tunnelPair(t, "dev", []string{"HTTP"}, []string{device})
+	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/a", ports[0])); got != "persistent /a" {
+		t.Fatal(got)
+	}
+	s.p.kill()
+	s.start(t)
+	var d describeOut
+	s.warren(t, &d, "describe-tunnel", "--tunnel-id", tun.TunnelID)
+	if d.Tunnel.Status != "OPEN" {
+		t.Fatalf("after restart: %+v", d.Tunnel)
+	}
+	waitFor(t, 30*time.Second, "both proxies to reconnect", func() bool {
+		s.warren(t, &d, "describe-tunnel", "--tunnel-id", tun.TunnelID)
+		return d.Tunnel.SourceConnectionState.Status == "CONNECTED" && d.Tunnel.DestinationConnectionState.Status == "CONNECTED"
+	})
+	if src.exited() || dst.exited() {
+		t.Fatal("a local proxy exited instead of reconnecting")
+	}
+	waitPort(t, ports[0])
+	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/b", ports[0])); got != "persistent /b" {
+		t.Fatal(got)
+	}
+}
+
+// `warren demo --exit` runs the whole demo and prints both load times.
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	p := start(t, "warren demo", nil, bin.warren, "demo", "--port", "0", "--exit")
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		t.Fatal("demo did not finish")
+	}
+	out := p.output()
+	if p.err != nil {
+		t.Fatalf("demo failed: %v\n%s", p.err, out)
+	}
+	for _, want := range []string{"1 connection", "16 simultaneous connections", "http://127.0.0.1:"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Log(out)
+}

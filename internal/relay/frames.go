@@ -1,0 +1,168 @@
+package relay
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+
+	"github.com/gorilla/websocket"
+	"github.com/warrentunnel/warren/internal/tunnel"
+	"github.com/warrentunnel/warren/internal/wire"
+)
+
+// violation is a peer breaking the protocol: the relay closes that peer's
+// connection (and only that one) with code, unless code is 0 because the
+// WebSocket library already sent its own close frame.
+type violation struct {
+	code   int
+	reason string
+}
+
+func (v *violation) Error() string { return "protocol violation: " + v.reason }
+
+func violated(code int, format string, args ...any) *violation {
+	return &violation{code: code, reason: fmt.Sprintf(format, args...)}
+}
+
+// checkFrame applies the protocol's rules to a decoded frame from a peer in
+// mode, on a tunnel with services.
+func checkFrame(m *wire.Message, mode tunnel.Mode, services []string) *violation {
+	switch m.Type {
+	case wire.TypeData, wire.TypeStreamReset, wire.TypeConnectionReset:
+	case wire.TypeStreamStart, wire.TypeConnectionStart:
+		if mode == tunnel.ModeDestination {
+			return violated(websocket.CloseProtocolError, "%s from the destination", m.Type)
+		}
+	case wire.TypeSessionReset, wire.TypeServiceIDs:
+		return violated(websocket.CloseProtocolError, "%s may only be sent by the service", m.Type)
+	default:
+		return violated(websocket.CloseProtocolError, "message type %s", m.Type)
+	}
+	if m.StreamID == 0 {
+		return violated(websocket.CloseProtocolError, "%s with stream id 0", m.Type)
+	}
+	// An empty service id is allowed: V1 peers send none.
+	if m.ServiceID != "" && !slices.Contains(services, m.ServiceID) {
+		return violated(websocket.CloseProtocolError, "%s for service %q, which the tunnel does not have", m.Type, m.ServiceID)
+	}
+	return nil
+}
+
+// serviceIDsFrame is the SERVICE_IDS frame a 2.0 or 3.0 peer gets at once.
+func serviceIDsFrame(services []string) []byte {
+	b, err := wire.AppendFrame(nil, &wire.Message{Type: wire.TypeServiceIDs, AvailableServiceIDs: services})
+	if err != nil {
+		panic(err) // three service names of at most 128 bytes cannot overflow a frame
+	}
+	return b
+}
+
+// streamResetFrame ends a stream of the other peer. It carries no
+// connection id: a stream reset closes all of the stream's connections.
+func streamResetFrame(s activeStream) []byte {
+	b, err := wire.AppendFrame(nil, &wire.Message{Type: wire.TypeStreamReset, StreamID: s.streamID, ServiceID: s.serviceID})
+	if err != nil {
+		panic(err) // no payload: always fits
+	}
+	return b
+}
+
+// encodeFor returns the frame to queue toward a peer of the given protocol
+// version: a copy of raw, or, toward 2.0, the frame re-encoded without its
+// connection id (2.0 peers have none).
+func encodeFor(version int, raw []byte, m *wire.Message) []byte {
+	if version == 2 && m.ConnectionID != 0 {
+		mm := *m
+		mm.ConnectionID = 0
+		b, err := wire.AppendFrame(make([]byte, 0, len(raw)), &mm)
+		if err == nil {
+			return b
+		}
+		// Unreachable: dropping a field only shrinks a valid frame.
+	}
+	return append([]byte(nil), raw...)
+}
+
+// messageStream is a peer's WebSocket messages as one byte stream: tunnel
+// frames may span messages, so the relay does not require alignment.
+type messageStream struct {
+	conn *websocket.Conn
+	cur  io.Reader // the message being read; nil between messages
+}
+
+// next waits for the next message, which must be binary.
+func (s *messageStream) next() error {
+	typ, r, err := s.conn.NextReader()
+	if err != nil {
+		return err
+	}
+	if typ != websocket.BinaryMessage {
+		return violated(websocket.CloseUnsupportedData, "text message; only binary messages are allowed")
+	}
+	s.cur = r
+	return nil
+}
+
+func (s *messageStream) Read(b []byte) (int, error) {
+	for {
+		if s.cur == nil {
+			if err := s.next(); err != nil {
+				return 0, err
+			}
+		}
+		n, err := s.cur.Read(b)
+		if err == io.EOF {
+			s.cur = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+// drained reports whether the current message has been read to its end.
+// A zero-length read does not block while the message's last WebSocket frame
+// has bytes left or is finished.
+func (s *messageStream) drained() bool {
+	if s.cur == nil {
+		return true
+	}
+	if _, err := s.cur.Read(nil); err == io.EOF {
+		s.cur = nil
+		return true
+	}
+	return false
+}
+
+// frameReader is a wire.Reader that peers borrow while a message is being
+// read and give back between messages, so that idle peers hold no 64 KiB
+// frame buffer. Between frames a wire.Reader keeps nothing but its buffer,
+// so any peer can use it next.
+type frameReader struct {
+	src sourceSwitch
+	r   *wire.Reader
+}
+
+type sourceSwitch struct{ r io.Reader }
+
+func (s *sourceSwitch) Read(b []byte) (int, error) { return s.r.Read(b) }
+
+var frameReaders = sync.Pool{New: func() any {
+	fr := new(frameReader)
+	fr.r = wire.NewReader(&fr.src)
+	return fr
+}}
+
+func borrowFrameReader(r io.Reader) *frameReader {
+	fr := frameReaders.Get().(*frameReader)
+	fr.src.r = r
+	return fr
+}
+
+func (fr *frameReader) giveBack() {
+	fr.src.r = nil
+	frameReaders.Put(fr)
+}

@@ -1,0 +1,127 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/hex"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/warrentunnel/warren/internal/tunnel"
+	"github.com/warrentunnel/warren/internal/wire"
+)
+
+func TestCheckFrame(t *testing.T) {
+	services := []string{"SSH", "HTTP"}
+	src, dst := tunnel.ModeSource, tunnel.ModeDestination
+	tests := []struct {
+		name string
+		mode tunnel.Mode
+		m    wire.Message
+		ok   bool
+	}{
+		{"data", dst, wire.Message{Type: wire.TypeData, StreamID: 1, ServiceID: "SSH", ConnectionID: 1, Payload: []byte("x")}, true},
+		{"data without service (V1)", src, wire.Message{Type: wire.TypeData, StreamID: 1, Payload: []byte("x")}, true},
+		{"stream start", src, wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "HTTP", ConnectionID: 1}, true},
+		{"connection start", src, wire.Message{Type: wire.TypeConnectionStart, StreamID: 1, ServiceID: "HTTP", ConnectionID: 2}, true},
+		{"stream reset from destination", dst, wire.Message{Type: wire.TypeStreamReset, StreamID: 1, ServiceID: "HTTP"}, true},
+		{"connection reset from destination", dst, wire.Message{Type: wire.TypeConnectionReset, StreamID: 1, ServiceID: "HTTP", ConnectionID: 1}, true},
+		{"negative stream id", src, wire.Message{Type: wire.TypeStreamStart, StreamID: -5}, true},
+
+		{"stream start from destination", dst, wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "HTTP"}, false},
+		{"connection start from destination", dst, wire.Message{Type: wire.TypeConnectionStart, StreamID: 1, ServiceID: "HTTP", ConnectionID: 2}, false},
+		{"session reset", src, wire.Message{Type: wire.TypeSessionReset}, false},
+		{"service ids", dst, wire.Message{Type: wire.TypeServiceIDs, AvailableServiceIDs: []string{"SSH"}}, false},
+		{"unknown type", src, wire.Message{Type: wire.TypeUnknown, StreamID: 1}, false},
+		{"undefined type", src, wire.Message{Type: 8, StreamID: 1}, false},
+		{"data on stream 0", src, wire.Message{Type: wire.TypeData, Payload: []byte("x")}, false},
+		{"stream start on stream 0", src, wire.Message{Type: wire.TypeStreamStart, ServiceID: "SSH"}, false},
+		{"stream reset on stream 0", dst, wire.Message{Type: wire.TypeStreamReset, ServiceID: "SSH"}, false},
+		{"connection start on stream 0", src, wire.Message{Type: wire.TypeConnectionStart, ServiceID: "SSH", ConnectionID: 2}, false},
+		{"connection reset on stream 0", dst, wire.Message{Type: wire.TypeConnectionReset, ServiceID: "SSH", ConnectionID: 2}, false},
+		{"unknown service", src, wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "RDP"}, false},
+		{"service case differs", dst, wire.Message{Type: wire.TypeData, StreamID: 1, ServiceID: "ssh"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := checkFrame(&tt.m, tt.mode, services)
+			if (v == nil) != tt.ok {
+				t.Fatalf("checkFrame = %v, want ok=%v", v, tt.ok)
+			}
+			if v != nil && (v.code == 0 || v.reason == "") {
+				t.Fatalf("violation without code or reason: %+v", v)
+			}
+		})
+	}
+}
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Relay-originated frames are exactly the bytes the official proxy was
+// shown to accept (captures README).
+func TestRelayFrames(t *testing.T) {
+	if got, want := serviceIDsFrame([]string{"HTTP"}), mustHex("00080805320448545450"); !bytes.Equal(got, want) {
+		t.Errorf("SERVICE_IDS [HTTP] = % x, want % x", got, want)
+	}
+	if got, want := serviceIDsFrame([]string{"ECHO", "HTTP"}), mustHex("000e080532044543484f320448545450"); !bytes.Equal(got, want) {
+		t.Errorf("SERVICE_IDS [ECHO HTTP] = % x, want % x", got, want)
+	}
+	if got, want := streamResetFrame(activeStream{"HTTP", 1}), mustHex("000a080310012a0448545450"); !bytes.Equal(got, want) {
+		t.Errorf("STREAM_RESET = % x, want % x", got, want)
+	}
+	if got, want := streamResetFrame(activeStream{"", 1}), mustHex("000408031001"); !bytes.Equal(got, want) {
+		t.Errorf("V1 STREAM_RESET = % x, want % x", got, want)
+	}
+}
+
+func TestEncodeFor(t *testing.T) {
+	start := mustHex("000c080210012a04485454503801") // STREAM_START conn 1 (capture a)
+	var m wire.Message
+	if err := wire.Unmarshal(start[2:], &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := encodeFor(3, start, &m); !bytes.Equal(got, start) {
+		t.Errorf("toward 3.0: % x", got)
+	}
+	if got, want := encodeFor(2, start, &m), mustHex("000a080210012a0448545450"); !bytes.Equal(got, want) {
+		t.Errorf("toward 2.0: % x, want % x", got, want)
+	}
+	if got := encodeFor(1, start, &m); !bytes.Equal(got, start) {
+		t.Errorf("toward 1.0: % x", got)
+	}
+	got := encodeFor(3, start, &m)
+	got[3] = 0xff
+	if start[3] == 0xff {
+		t.Error("encodeFor aliases its input")
+	}
+}
+
+func TestTrackStreams(t *testing.T) {
+	ts := &tunnelState{}
+	ts.track(&wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "A", ConnectionID: 1})
+	ts.track(&wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "B", ConnectionID: 1})
+	ts.track(&wire.Message{Type: wire.TypeConnectionStart, StreamID: 1, ServiceID: "A", ConnectionID: 2})
+	ts.track(&wire.Message{Type: wire.TypeStreamStart, StreamID: 2, ServiceID: "A", ConnectionID: 3})
+	ts.track(&wire.Message{Type: wire.TypeStreamReset, StreamID: 1, ServiceID: "A"}) // stale: ignored
+	ts.track(&wire.Message{Type: wire.TypeStreamReset, StreamID: 1, ServiceID: "B"})
+	want := []activeStream{{"A", 2}}
+	if len(ts.streams) != 1 || ts.streams[0] != want[0] {
+		t.Fatalf("streams = %v, want %v", ts.streams, want)
+	}
+}
+
+func TestTruncateUTF8(t *testing.T) {
+	s := "service \"ÄÖÜ\" " + string(make([]byte, 200))
+	got := truncateUTF8(s, 10)
+	if len(got) > 10 || !utf8.ValidString(got) {
+		t.Fatalf("%q", got)
+	}
+	if truncateUTF8("short", maxCloseText) != "short" {
+		t.Fatal("short text changed")
+	}
+}

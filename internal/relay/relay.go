@@ -1,0 +1,364 @@
+// Package relay is Warren's data plane: the WebSocket endpoint (/tunnel) that
+// admits a tunnel's source and destination local proxies, pairs them and
+// forwards their tunnel frames, enforcing the protocol's rules and limits.
+// It owns the live connections and their goroutines, per-tunnel stream
+// bookkeeping (to reset a peer's streams when the other end goes away) and
+// the tunnel lifetime timer while peers are connected. It does not own
+// tunnels: it reads and updates them through Store, and the token rules are
+// tunnel.Admit's.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/warrentunnel/warren/internal/tunnel"
+)
+
+// Store is what the relay needs of the store; *store.Store satisfies it.
+type Store interface {
+	TunnelByToken(ctx context.Context, tokenHash []byte) (tunnel.Tunnel, tunnel.Mode, error)
+	UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tunnel) error) (tunnel.Tunnel, error)
+}
+
+// Pacer limits the bandwidth of an account: Wait returns when n more bytes
+// of DATA may be forwarded for accountID (or with ctx's error). It is the
+// hook for the service's per-account bandwidth limit.
+type Pacer interface {
+	Wait(ctx context.Context, accountID string, n int) error
+}
+
+// Config configures a Relay. Only Store is required.
+type Config struct {
+	Store  Store
+	Logger *slog.Logger     // nil discards logs
+	Now    func() time.Time // nil is time.Now
+	// SendQueue is how many frames may wait for a peer's writer before the
+	// other peer's reader blocks (and with it, through TCP, that peer).
+	SendQueue int
+	Pacer     Pacer // nil forwards without limit
+}
+
+// DefaultSendQueue is Config.SendQueue's default.
+const DefaultSendQueue = 64
+
+// Timeouts of the relay's own I/O. They are generous: the official proxy
+// stops reading its WebSocket for 12.5 s while it retries a refused target.
+const (
+	writeTimeout     = 60 * time.Second // one WebSocket message or control frame
+	closeTimeout     = 5 * time.Second  // the close frame of a closed tunnel
+	handshakeTimeout = 10 * time.Second // writing the 101
+	storeTimeout     = 10 * time.Second // bookkeeping writes after a disconnect
+)
+
+// writeBufferSize is the size of the WebSocket write buffers, which are
+// pooled: a peer holds one only while it writes a message.
+const writeBufferSize = 16 << 10
+
+// Relay is the WebSocket endpoint of the data plane. It is an http.Handler.
+type Relay struct {
+	store    Store
+	log      *slog.Logger
+	now      func() time.Time
+	queue    int
+	pacer    Pacer
+	upgrader websocket.Upgrader
+
+	mu      sync.Mutex
+	closed  bool
+	tunnels map[string]*tunnelState // tunnels with peers or handshakes under way
+
+	wg sync.WaitGroup // every goroutine the relay runs or runs in
+
+	stats counters
+}
+
+// counters count what the relay drops and why; atomics, for metrics.
+type counters struct {
+	violations      atomic.Int64 // peers closed for breaking the protocol
+	droppedFrames   atomic.Int64 // frames for an absent peer
+	droppedBytes    atomic.Int64
+	forwardedFrames atomic.Int64
+	sendStalls      atomic.Int64 // times a reader waited for a full queue
+	peersEnded      atomic.Int64 // connections fully cleaned up after
+}
+
+// New returns a Relay.
+func New(cfg Config) *Relay {
+	r := &Relay{
+		store:   cfg.Store,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		queue:   cfg.SendQueue,
+		pacer:   cfg.Pacer,
+		tunnels: map[string]*tunnelState{},
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.queue < 1 {
+		r.queue = DefaultSendQueue
+	}
+	r.upgrader = websocket.Upgrader{
+		HandshakeTimeout: handshakeTimeout,
+		WriteBufferSize:  writeBufferSize,
+		WriteBufferPool:  &sync.Pool{},
+		// Access tokens are bearer credentials, and browser clients connect
+		// from other origins (as to AWS): any Origin is accepted.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	return r
+}
+
+// ServeHTTP handles a local proxy's WebSocket handshake and, once admitted,
+// runs its connection until it ends.
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	channelID := tunnel.RandomHex(16)
+	h, err := parseHandshake(req)
+	if err != nil {
+		herr := reject(http.StatusBadRequest, "%s", err.Error())
+		errors.As(err, &herr)
+		r.reject(w, req, channelID, h.mode, herr)
+		return
+	}
+	if !r.enter() {
+		r.reject(w, req, channelID, h.mode, reject(http.StatusServiceUnavailable, "relay is shutting down; try again later"))
+		return
+	}
+	defer r.wg.Done()
+
+	t, _, err := r.store.TunnelByToken(req.Context(), tunnel.HashToken(h.token))
+	if err != nil {
+		herr := admissionError(err, h.mode)
+		if herr.status >= 500 {
+			r.log.Error("relay: find tunnel by token", "err", err)
+		}
+		r.reject(w, req, channelID, h.mode, herr)
+		return
+	}
+	ts := r.acquire(t.ID)
+	if ts == nil {
+		r.reject(w, req, channelID, h.mode, reject(http.StatusServiceUnavailable, "relay is shutting down; try again later"))
+		return
+	}
+	defer r.release(ts)
+	p, err := r.admit(w, req, ts, h, channelID)
+	switch {
+	case p == nil:
+	case err != nil:
+		p.end(err) // the upgrade failed; the request has been answered
+	default:
+		p.run()
+	}
+}
+
+// reject answers a refused handshake with its status and a plain-text body.
+func (r *Relay) reject(w http.ResponseWriter, req *http.Request, channelID string, mode tunnel.Mode, e *handshakeError) {
+	r.log.Info("relay: handshake rejected", "status", e.status, "reason", e.msg, "mode", string(mode),
+		"remote", req.RemoteAddr, "channel", channelID)
+	w.Header()[channelIDHeader] = []string{channelID}
+	http.Error(w, e.msg, e.status)
+}
+
+// admit applies the token rules, registers the peer and upgrades the
+// connection. Handshakes for one side of a tunnel run one at a time, so that
+// two cannot both be admitted and race to become that side's peer. The peer
+// is registered before the 101 goes out: once a proxy sees its handshake
+// succeed, frames the other peer sends are queued for it, not dropped. It
+// returns nil after answering a refused request, and the registered peer
+// with an error if the upgrade failed.
+func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState, h handshake, channelID string) (*peer, error) {
+	sd := sideOf(h.mode)
+	ts.admitting[sd].Lock()
+	defer ts.admitting[sd].Unlock()
+
+	now := r.now()
+	hash := tunnel.HashToken(h.token)
+	t, err := r.store.UpdateTunnel(req.Context(), ts.id, func(t *tunnel.Tunnel) error {
+		return tunnel.Admit(t, h.mode, hash, h.clientToken, now)
+	})
+	if err != nil {
+		herr := admissionError(err, h.mode)
+		if herr.status >= 500 {
+			r.log.Error("relay: admit handshake", "tunnel", ts.id, "mode", string(h.mode), "err", err)
+		}
+		r.reject(w, req, channelID, h.mode, herr)
+		return nil, nil
+	}
+
+	p := newPeer(r, ts, sd, t, h, channelID)
+	if old := ts.peer(sd); old != nil {
+		// Drop without close frame: a close frame makes the official proxy
+		// exit for good. Wait until the other peer has its stream resets,
+		// so that they arrive before anything from the new peer.
+		old.stop(0, "replaced by a new connection")
+		<-old.detached
+	}
+	closed, dropped := ts.register(p, now, t.ExpiresAt(), func() { r.expire(ts) })
+	switch {
+	case dropped:
+		p.stop(0, "relay is shutting down")
+	case closed:
+		p.stop(websocket.CloseNormalClosure, "tunnel closed")
+	}
+
+	hdr := http.Header{}
+	hdr.Set("Sec-WebSocket-Protocol", h.subprotocol)
+	hdr[channelIDHeader] = []string{channelID}
+	conn, err := r.upgrader.Upgrade(w, req, hdr)
+	if err != nil {
+		close(p.writerDone) // no writer was started
+		return p, fmt.Errorf("upgrade: %w", err)
+	}
+	p.attach(conn)
+	r.wg.Add(1)
+	go p.writeLoop()
+	p.log.Info("relay: peer connected", "subprotocol", h.subprotocol, "client_token", h.clientToken != "", "remote", req.RemoteAddr)
+	return p, nil
+}
+
+// enter registers a goroutine with the relay's WaitGroup unless the relay is
+// shutting down.
+func (r *Relay) enter() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+// acquire returns the state of tunnel id, creating it, and holds it until
+// release. It returns nil once the relay is shutting down.
+func (r *Relay) acquire(id string) *tunnelState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	ts := r.tunnels[id]
+	if ts == nil {
+		ts = &tunnelState{id: id}
+		r.tunnels[id] = ts
+	}
+	ts.refs++
+	return ts
+}
+
+func (r *Relay) release(ts *tunnelState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ts.refs--
+	if ts.refs == 0 {
+		delete(r.tunnels, ts.id)
+		ts.stopTimer()
+	}
+}
+
+func (r *Relay) lookup(id string) *tunnelState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tunnels[id]
+}
+
+func (r *Relay) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// markDisconnected records in the store that side sd of tunnel id has no
+// connection.
+func (r *Relay) markDisconnected(id string, sd side) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	now := r.now().UTC()
+	_, err := r.store.UpdateTunnel(ctx, id, func(t *tunnel.Tunnel) error {
+		s := t.Side(sd.mode())
+		s.Connected = false
+		s.LastUpdatedAt = now
+		return nil
+	})
+	if err != nil {
+		r.log.Error("relay: record disconnect", "tunnel", id, "mode", string(sd.mode()), "err", err)
+	}
+}
+
+// expire runs when a tunnel with peers reaches the end of its lifetime.
+func (r *Relay) expire(ts *tunnelState) {
+	if !r.enter() {
+		return
+	}
+	defer r.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	now := r.now()
+	if _, err := r.store.UpdateTunnel(ctx, ts.id, func(t *tunnel.Tunnel) error {
+		t.Close(now)
+		return nil
+	}); err != nil {
+		r.log.Error("relay: close expired tunnel", "tunnel", ts.id, "err", err)
+	}
+	r.log.Info("relay: tunnel lifetime reached; closing its connections", "tunnel", ts.id)
+	ts.closeAll(websocket.CloseNormalClosure, "tunnel closed", false)
+}
+
+// CloseTunnel ends the connections of a tunnel that was closed: both peers
+// get a close frame (which makes the official proxy exit instead of
+// reconnecting), then their connections are closed.
+func (r *Relay) CloseTunnel(tunnelID string) {
+	if ts := r.lookup(tunnelID); ts != nil {
+		ts.closeAll(websocket.CloseNormalClosure, "tunnel closed", false)
+	}
+}
+
+// Connected reports which sides of a tunnel have a connection.
+func (r *Relay) Connected(tunnelID string) (source, destination bool) {
+	ts := r.lookup(tunnelID)
+	if ts == nil {
+		return false, false
+	}
+	return ts.peer(sourceSide) != nil, ts.peer(destinationSide) != nil
+}
+
+// Shutdown drops every connection without a close frame, so that the local
+// proxies reconnect (to this or another node), and waits until every
+// goroutine of the relay has ended or ctx is done. New handshakes get 503.
+// Disconnects are not written to the store; a starting server marks all
+// tunnels disconnected.
+func (r *Relay) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	states := make([]*tunnelState, 0, len(r.tunnels))
+	for _, ts := range r.tunnels {
+		states = append(states, ts)
+	}
+	r.mu.Unlock()
+	for _, ts := range states {
+		ts.stopTimer()
+		ts.closeAll(0, "relay is shutting down", true)
+	}
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("relay shutdown: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,240 @@
+// Package server assembles `warren serve`: the data directory (store, TLS
+// material, admin credentials), the management API and the relay behind one
+// HTTPS listener, and their orderly shutdown. It owns the wiring, not the
+// rules: those live in api, relay and tunnel.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/warrentunnel/warren/internal/api"
+	"github.com/warrentunnel/warren/internal/relay"
+	"github.com/warrentunnel/warren/internal/store"
+	"github.com/warrentunnel/warren/internal/tunnel"
+)
+
+// Config of a server. Zero values give the defaults of `warren serve`.
+type Config struct {
+	Listen    string // default 127.0.0.1:8443
+	DataDir   string // default ./warren-data
+	TLSCert   string // with TLSKey: use this certificate instead of the generated one
+	TLSKey    string
+	Plaintext bool   // serve HTTP/WS without TLS (behind a TLS-terminating load balancer)
+	Region    string // default us-east-1
+	Logger    *slog.Logger
+}
+
+// Files in the data directory.
+const (
+	DBFile          = "warren.db"
+	CredentialsFile = "credentials"
+	CAFile          = caCertFile
+)
+
+// Server is a running (or ready to run) Warren service.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	store *store.Store
+	relay *relay.Relay
+	http  *http.Server
+	tls   *tls.Config
+	ln    net.Listener
+	admin tunnel.Account
+	wg    sync.WaitGroup
+	err   error
+}
+
+// Open prepares the data directory (creating the store, certificates and the
+// admin account on first run) and builds the service. Start listens.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8443"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "warren-data"
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, DBFile))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: st}
+	if err := s.prepare(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) prepare(ctx context.Context) error {
+	now := time.Now()
+	// A server that starts holds no connections, whatever was recorded
+	// before a crash.
+	if err := s.store.MarkAllDisconnected(ctx, now); err != nil {
+		return err
+	}
+	admin, err := s.ensureAdmin(ctx, now)
+	if err != nil {
+		return err
+	}
+	s.admin = admin
+	if !s.cfg.Plaintext {
+		host, _, err := net.SplitHostPort(s.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen %q: %w", s.cfg.Listen, err)
+		}
+		var cert tls.Certificate
+		if s.cfg.TLSCert != "" {
+			cert, err = tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		} else {
+			cert, err = ensureCertificates(s.cfg.DataDir, host)
+		}
+		if err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+	s.relay = relay.New(relay.Config{Store: s.store, Logger: s.log.With("component", "relay")})
+	a := api.New(api.Config{Store: s.store, Relay: s.relay, Region: s.cfg.Region, Logger: s.log.With("component", "api")})
+	mux := http.NewServeMux()
+	mux.Handle("/tunnel", s.relay)
+	mux.Handle("/", a)
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// The relay limits the handshake head to 4 KiB itself, with a clear
+		// answer; this is only the outer guard.
+		MaxHeaderBytes: 16 << 10,
+		TLSConfig:      s.tls,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	return nil
+}
+
+// ensureAdmin returns the admin account, creating it on first start, and
+// (re)writes the credentials file when it is missing.
+func (s *Server) ensureAdmin(ctx context.Context, now time.Time) (tunnel.Account, error) {
+	accts, err := s.store.Accounts(ctx)
+	if err != nil {
+		return tunnel.Account{}, err
+	}
+	var a tunnel.Account
+	if len(accts) > 0 {
+		a = accts[0]
+	} else {
+		a = tunnel.Account{
+			ID:              randomDigits(12),
+			AccessKeyID:     "AKIA" + randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
+			SecretAccessKey: randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40),
+			CreatedAt:       now.UTC(),
+		}
+		if err := s.store.CreateAccount(ctx, a); err != nil {
+			return a, err
+		}
+		s.log.Info("created admin account", "account", a.ID, "access_key_id", a.AccessKeyID)
+	}
+	path := filepath.Join(s.cfg.DataDir, CredentialsFile)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		body := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", a.AccessKeyID, a.SecretAccessKey)
+		if err := writeFileAtomic(path, []byte(body), 0o600); err != nil {
+			return a, fmt.Errorf("write credentials: %w", err)
+		}
+		s.log.Info("wrote admin credentials", "file", path)
+	}
+	return a, nil
+}
+
+// Admin is the admin account (its keys are in the credentials file).
+func (s *Server) Admin() tunnel.Account { return s.admin }
+
+// Start listens and serves in the background until Shutdown.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	s.ln = ln
+	scheme := "https"
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	} else {
+		scheme = "http"
+		s.log.Warn("PLAINTEXT MODE: serving HTTP and WebSockets WITHOUT TLS; access tokens and traffic cross the network in the clear unless a TLS-terminating load balancer is in front", "listen", s.ln.Addr().String())
+	}
+	s.log.Info("warren serving", "endpoint", scheme+"://"+s.ln.Addr().String(), "data_dir", s.cfg.DataDir)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.err = err
+			s.log.Error("serve", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Addr is the listening address (after Start).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Endpoint is the URL clients use (after Start).
+func (s *Server) Endpoint() string {
+	if s.tls == nil {
+		return "http://" + s.Addr()
+	}
+	return "https://" + s.Addr()
+}
+
+// Shutdown stops accepting, drops every tunnel peer without a close frame
+// (so local proxies reconnect to the next server), waits for in-flight API
+// requests and closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	if s.ln != nil {
+		errs = append(errs, s.http.Shutdown(ctx))
+	}
+	errs = append(errs, s.relay.Shutdown(ctx))
+	s.wg.Wait()
+	errs = append(errs, s.store.Close(), s.err)
+	return errors.Join(errs...)
+}
+
+func randomDigits(n int) string { return randomFrom("0123456789", n) }
+
+func randomFrom(alphabet string, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	var sb strings.Builder
+	for _, c := range b {
+		// 256 is not a multiple of every alphabet size; the slight bias is
+		// irrelevant for identifiers, and the secret uses a 64-symbol alphabet.
+		sb.WriteByte(alphabet[int(c)%len(alphabet)])
+	}
+	return sb.String()
+}
