@@ -203,8 +203,8 @@ type openTunnelOut struct {
 
 type describeOut struct {
 	Tunnel struct {
-		TunnelID                   string `json:"tunnelId"`
-		Status                     string `json:"status"`
+		TunnelID                   string                  `json:"tunnelId"`
+		Status                     string                  `json:"status"`
 		SourceConnectionState      struct{ Status string } `json:"sourceConnectionState"`
 		DestinationConnectionState struct{ Status string } `json:"destinationConnectionState"`
 		DestinationConfig          struct {
