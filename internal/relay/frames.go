@@ -37,6 +37,12 @@ func checkFrame(m *wire.Message, mode tunnel.Mode, services []string) *violation
 	case wire.TypeSessionReset, wire.TypeServiceIDs:
 		return violated(websocket.CloseProtocolError, "%s may only be sent by the service", m.Type)
 	default:
+		// The protocol guide lets a message of a type one does not know
+		// through when its sender marked it ignorable: a newer peer's
+		// extension reaches the other peer, which may skip it.
+		if m.Ignorable && m.Type != wire.TypeUnknown {
+			return nil
+		}
 		return violated(websocket.CloseProtocolError, "message type %s", m.Type)
 	}
 	if m.StreamID == 0 {

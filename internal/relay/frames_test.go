@@ -33,6 +33,8 @@ func TestCheckFrame(t *testing.T) {
 		{"service ids", dst, wire.Message{Type: wire.TypeServiceIDs, AvailableServiceIDs: []string{"SSH"}}, false},
 		{"unknown type", src, wire.Message{Type: wire.TypeUnknown, StreamID: 1}, false},
 		{"undefined type", src, wire.Message{Type: 8, StreamID: 1}, false},
+		{"undefined type marked ignorable", dst, wire.Message{Type: 8, Ignorable: true}, true},
+		{"unknown type marked ignorable", src, wire.Message{Type: wire.TypeUnknown, Ignorable: true}, false},
 		{"data on stream 0", src, wire.Message{Type: wire.TypeData, Payload: []byte("x")}, false},
 		{"stream start on stream 0", src, wire.Message{Type: wire.TypeStreamStart, ServiceID: "SSH"}, false},
 		{"stream reset on stream 0", dst, wire.Message{Type: wire.TypeStreamReset, ServiceID: "SSH"}, false},
