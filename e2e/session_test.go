@@ -195,24 +195,50 @@ func TestRestartKeepsTunnel(t *testing.T) {
 	}
 }
 
-// `warren demo --exit` runs the whole demo and prints both load times.
+// `warren demo` runs the whole demo, prints both load times and the URL,
+// keeps serving until Ctrl-C, then cleans up.
 func TestDemo(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	p := start(t, "warren demo", nil, bin.warren, "demo", "--port", "0", "--exit")
+	p := start(t, "warren demo", nil, bin.warren, "demo", "--port", "0")
+	waitFor(t, 3*time.Minute, "the demo to print the URL", func() bool {
+		return strings.Contains(p.output(), "Press Ctrl-C") || p.exited()
+	})
+	out := p.output()
+	var url string
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, "Open "); ok {
+			url, _, _ = strings.Cut(rest, " ")
+		}
+	}
+	if url == "" {
+		t.Fatalf("no URL in the demo's output:\n%s", out)
+	}
+	// The page the demo points at is served through the tunnel.
+	if page := httpGet(t, url); !strings.Contains(page, "/r/99.js") {
+		t.Fatalf("page at %s: %q", url, page)
+	}
+	p.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-p.done:
-	case <-ctx.Done():
-		t.Fatal("demo did not finish")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the demo did not stop on Ctrl-C")
 	}
-	out := p.output()
+	out = p.output()
 	if p.err != nil {
 		t.Fatalf("demo failed: %v\n%s", p.err, out)
 	}
-	for _, want := range []string{"1 connection", "16 simultaneous connections", "http://127.0.0.1:"} {
+	for _, want := range []string{"1 connection:", "16 simultaneous connections:", "stopped; removed"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out)
 		}
+	}
+	var dir string
+	for _, line := range strings.Split(out, "\n") {
+		if _, rest, ok := strings.Cut(line, "(data in "); ok {
+			dir = strings.TrimSuffix(rest, ")")
+		}
+	}
+	if _, err := os.Stat(dir); dir == "" || !os.IsNotExist(err) {
+		t.Fatalf("data directory %q not removed: %v", dir, err)
 	}
 	t.Log(out)
 }
