@@ -242,3 +242,34 @@ func TestDemo(t *testing.T) {
 	}
 	t.Log(out)
 }
+
+// A connection made while the device's proxy is not connected is closed at
+// once (the relay resets the stream) instead of hanging, and the tunnel
+// works as soon as the device connects.
+func TestSourceBeforeDestination(t *testing.T) {
+	s := startService(t)
+	device := httpDevice(t, "late device")
+	tun := s.openTunnel(t, "late", "HTTP")
+	port := freePort(t)
+	s.localproxy(t, "source localproxy", "-s", fmt.Sprintf("HTTP=%d", port), "-t", tun.SourceAccessToken)
+	waitPort(t, port)
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: device\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("without a device: read %d bytes, %v; want EOF", n, err)
+	}
+	c.Close()
+	s.localproxy(t, "destination localproxy", "-d", "HTTP="+device, "-t", tun.DestinationAccessToken)
+	waitFor(t, 20*time.Second, "the destination to connect", func() bool {
+		var d describeOut
+		s.warren(t, &d, "describe-tunnel", "--tunnel-id", tun.TunnelID)
+		return d.Tunnel.DestinationConnectionState.Status == "CONNECTED"
+	})
+	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/x", port)); got != "late device /x" {
+		t.Fatal(got)
+	}
+}

@@ -95,7 +95,8 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 	if _, err := iot.NewFromConfig(awsCfg).CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(thing)}); err != nil {
 		return t, fmt.Errorf("create thing: %w", err)
 	}
-	out, err := admin.NewTunnelClient(awsCfg).OpenTunnel(ctx, &admin.OpenTunnelInput{
+	tc := admin.NewTunnelClient(awsCfg)
+	out, err := tc.OpenTunnel(ctx, &admin.OpenTunnelInput{
 		Description:       "warren demo",
 		DestinationConfig: &admin.DestinationConfig{ThingName: thing, Services: services},
 	})
@@ -144,16 +145,40 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 			return fmt.Errorf("%s local proxy: %w", p.name, err)
 		})
 	}
+	deadline := time.After(30 * time.Second)
 	select {
 	case t.Sources = <-ready:
-		return t, nil
 	case <-gctx.Done():
 		return t, t.Close()
 	case <-ctx.Done():
 		return t, ctx.Err()
-	case <-time.After(30 * time.Second):
+	case <-deadline:
 		return t, errors.New("the source local proxy did not start listening within 30 s")
 	}
+	// A connection made before the destination is connected would be
+	// refused; wait until DescribeTunnel shows both sides connected.
+	for {
+		d, err := tc.DescribeTunnel(ctx, &admin.DescribeTunnelInput{TunnelID: t.ID})
+		if err != nil {
+			return t, fmt.Errorf("describe tunnel: %w", err)
+		}
+		if connected(d.Tunnel.SourceConnectionState) && connected(d.Tunnel.DestinationConnectionState) {
+			return t, nil
+		}
+		select {
+		case <-gctx.Done():
+			return t, t.Close()
+		case <-ctx.Done():
+			return t, ctx.Err()
+		case <-deadline:
+			return t, errors.New("the local proxies did not both connect within 30 s")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func connected(s *admin.ConnectionState) bool {
+	return s != nil && s.Status == admin.ConnectionStatusConnected
 }
 
 // Done is closed when a local proxy has stopped; Close says why.

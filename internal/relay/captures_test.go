@@ -421,7 +421,14 @@ func (r *replayer) forward(rc *replayConn, ev capEvent) {
 		}
 		r.track(rc.side, &m)
 		if other == nil {
-			continue // dropped by the relay, as in the capture (drop_no_peer)
+			// Dropped by the relay, as in the capture (drop_no_peer); a
+			// start is answered with its reset, which the capturing relay
+			// did not send.
+			if reset, ok := refusal(&m, rc.version); ok {
+				r.track(rc.side.other(), &reset)
+				rc.c.expect(frame(reset))
+			}
+			continue
 		}
 		if other.version == 2 && m.ConnectionID != 0 {
 			m.ConnectionID = 0
@@ -648,4 +655,22 @@ func TestCaptureHeadsAreExact(t *testing.T) {
 			t.Fatalf("conn %d: head %d bytes, capture %d", ev.Conn, len(head), ev.HeadBytes)
 		}
 	}
+}
+
+// refusal is the reset Warren answers a start with when the other peer is
+// not connected.
+func refusal(m *wire.Message, version int) (wire.Message, bool) {
+	var reset wire.Message
+	switch m.Type {
+	case wire.TypeStreamStart:
+		reset = wire.Message{Type: wire.TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID}
+	case wire.TypeConnectionStart:
+		reset = wire.Message{Type: wire.TypeConnectionReset, StreamID: m.StreamID, ServiceID: m.ServiceID, ConnectionID: m.ConnectionID}
+	default:
+		return reset, false
+	}
+	if version == 2 {
+		reset.ConnectionID = 0
+	}
+	return reset, true
 }

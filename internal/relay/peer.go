@@ -232,6 +232,7 @@ func (p *peer) forward(raw []byte, m *wire.Message) error {
 	if other == nil {
 		p.r.dropped(len(raw))
 		p.log.Debug("relay: frame dropped: no peer", "type", m.Type.String(), "bytes", len(raw))
+		p.refuseStart(m)
 		return nil
 	}
 	frame := encodeFor(other.version, raw, m)
@@ -252,6 +253,31 @@ func (p *peer) forward(raw []byte, m *wire.Message) error {
 	case <-p.ctx.Done():
 		return fmt.Errorf("stopped while forwarding: %w", context.Cause(p.ctx))
 	}
+}
+
+// refuseStart answers a stream or connection start that found no peer (the
+// other local proxy is not connected) with its reset, so that the sender
+// closes its client's socket at once instead of leaving it waiting for an
+// answer that cannot come.
+func (p *peer) refuseStart(m *wire.Message) {
+	var reset wire.Message
+	switch m.Type {
+	case wire.TypeStreamStart:
+		reset = wire.Message{Type: wire.TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID}
+	case wire.TypeConnectionStart:
+		reset = wire.Message{Type: wire.TypeConnectionReset, StreamID: m.StreamID, ServiceID: m.ServiceID, ConnectionID: m.ConnectionID}
+	default:
+		return
+	}
+	if p.version == 2 {
+		reset.ConnectionID = 0
+	}
+	p.ts.track(&reset)
+	frame, err := wire.AppendFrame(nil, &reset)
+	if err != nil {
+		panic(err) // no payload: always fits
+	}
+	p.r.relayFrame(p, frame)
 }
 
 // relayFrame queues a frame the relay itself originates.

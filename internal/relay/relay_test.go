@@ -63,15 +63,24 @@ func TestForwardBothWays(t *testing.T) {
 	}
 }
 
+// Frames for an absent peer are dropped, and a start is answered with its
+// reset so the source closes its client's socket instead of leaving it hang.
 func TestFramesForAbsentPeerAreDropped(t *testing.T) {
 	e := newEnv(t, Config{})
 	_, tok := e.newTunnel("HTTP")
 	src := e.mustDial(dialOpts{mode: tunnel.ModeSource, token: tok.Source})
 	src.expect(serviceIDs("HTTP"))
 	src.send(streamStart("HTTP", 1, 1), data("HTTP", 1, 1, []byte("lost")))
+	src.expect(streamReset("HTTP", 1))
+	connStart := frame(wire.Message{Type: wire.TypeConnectionStart, StreamID: 2, ServiceID: "HTTP", ConnectionID: 2})
+	src.send(connStart)
+	src.expect(frame(wire.Message{Type: wire.TypeConnectionReset, StreamID: 2, ServiceID: "HTTP", ConnectionID: 2}))
 	src.syncPongs() // the relay has read the frames
-	if n := e.relay.stats.droppedFrames.Load(); n != 2 {
-		t.Fatalf("dropped %d frames, want 2", n)
+	if n := e.relay.stats.droppedFrames.Load(); n != 3 {
+		t.Fatalf("dropped %d frames, want 3", n)
+	}
+	if n := src.pending(); n != 0 {
+		t.Fatalf("%d more frames for the source", n)
 	}
 	dst := e.mustDial(dialOpts{mode: tunnel.ModeDestination, token: tok.Destination})
 	dst.expect(serviceIDs("HTTP"))
