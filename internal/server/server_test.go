@@ -5,10 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -102,3 +105,72 @@ func TestCADirMatchesOpenSSLHash(t *testing.T) {
 		}
 	}
 }
+
+// --plaintext serves HTTP without TLS and says so loudly.
+func TestPlaintext(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	s, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Plaintext: true, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	if !strings.HasPrefix(s.Endpoint(), "http://") {
+		t.Fatalf("endpoint %s", s.Endpoint())
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.Endpoint()+"/", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	req.Header.Set("X-Amz-Target", "IoTSecuredTunneling.ListTunnels")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("x-amzn-ErrorType") == "" {
+		t.Fatalf("unsigned request over plain HTTP: %s %v", resp.Status, resp.Header)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "WITHOUT TLS") {
+		t.Fatalf("no loud warning:\n%s", logs.String())
+	}
+}
+
+// --tls-cert/--tls-key replace the generated certificate.
+func TestOwnCertificate(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := serverPair(t, "tunnel.example.com")
+	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	os.WriteFile(certFile, certPEM, 0o644)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	s, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"), TLSCert: certFile, TLSKey: keyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	c, err := tls.Dial("tcp", s.Addr(), &tls.Config{RootCAs: pool, ServerName: "tunnel.example.com"})
+	if err != nil {
+		t.Fatalf("TLS with the given certificate: %v", err)
+	}
+	c.Close()
+	if _, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(dir, "d2"), TLSCert: certFile}); err == nil {
+		t.Fatal("--tls-cert without --tls-key accepted")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
