@@ -187,6 +187,14 @@ func (s *Server) Start() error {
 		s.log.Warn("PLAINTEXT MODE: serving HTTP and WebSockets WITHOUT TLS; access tokens and traffic cross the network in the clear unless a TLS-terminating load balancer is in front", "listen", s.ln.Addr().String())
 	}
 	s.log.Info("warren serving", "endpoint", scheme+"://"+s.ln.Addr().String(), "data_dir", s.cfg.DataDir)
+	if dir, err := filepath.Abs(s.cfg.DataDir); err == nil {
+		env := fmt.Sprintf("export AWS_SHARED_CREDENTIALS_FILE=%s AWS_ENDPOINT_URL=%s://%s AWS_REGION=%s",
+			filepath.Join(dir, CredentialsFile), scheme, s.ln.Addr(), s.cfg.Region)
+		if s.tls != nil && s.cfg.TLSCert == "" {
+			env += " AWS_CA_BUNDLE=" + filepath.Join(dir, CAFile)
+		}
+		s.log.Info("admin clients (warren, aws, boto3) find this server with: " + env)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
