@@ -21,9 +21,10 @@ import (
 	"github.com/warrentunnel/warren/internal/wire"
 )
 
-// capturesDir holds the official proxy's wire captures; CI checks out
-// shared/ beside the repository.
-const capturesDir = "../../../shared/reference/captures"
+// capturesDir holds the official proxy's wire captures (the .jsonl relay
+// logs of shared/reference/captures, copied as recorded data), so the tests
+// pass in a clone with nothing beside it.
+const capturesDir = "testdata/captures"
 
 // capEvent is one line of a capture's relay log (captures/README.md).
 type capEvent struct {
@@ -59,7 +60,7 @@ func loadCapture(t *testing.T, name string) []capEvent {
 	t.Helper()
 	f, err := os.Open(filepath.Join(capturesDir, name+".jsonl"))
 	if err != nil {
-		t.Fatalf("captures are expected at %s (shared/ beside the repository): %v", capturesDir, err)
+		t.Fatalf("capture %s: %v", name, err)
 	}
 	defer f.Close()
 	var evs []capEvent

@@ -1,4 +1,4 @@
-package main
+package proxycli
 
 import (
 	"bytes"
@@ -26,7 +26,7 @@ func runMain(t *testing.T, args ...string) (int, string, string) {
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	code := run(ctx, args, func(string) string { return "" }, &stdout, &stderr)
+	code := Main(ctx, args, func(string) string { return "" }, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
 }
 

@@ -1,0 +1,61 @@
+// Package proxycli is the local proxy's command line: the official proxy's
+// flags, exit statuses and messages around package localproxy's engine.
+// cmd/localproxy and warren's re-executed benchmark processes both run Main.
+//
+// Exit statuses follow the official proxy: 0 after a clean stop, a tunnel
+// closed by the relay or a handshake the relay rejected (4xx); 1 for a bad
+// command line, a service id mismatch or any other fatal error.
+package proxycli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/warrentunnel/warren/internal/localproxy"
+)
+
+// Main runs the local proxy with command-line args (without the program
+// name) and environment env until ctx is done, and returns its exit status.
+func Main(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := localproxy.ParseArgs(args, env)
+	switch {
+	case errors.Is(err, localproxy.ErrHelp):
+		localproxy.Usage(stderr)
+		return 0
+	case errors.Is(err, localproxy.ErrVersion):
+		fmt.Fprintf(stdout, "Warren local proxy %s\n", localproxy.Version)
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "localproxy: %v\nTry 'localproxy --help' for a list of options.\n", err)
+		return 1
+	}
+	if cfg.ExportSettingsPath != "" {
+		if err := localproxy.ExportDefaultSettings(cfg.ExportSettingsPath); err != nil {
+			fmt.Fprintf(stderr, "localproxy: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	cfg.Logger = localproxy.NewLogger(stderr, cfg.Verbosity)
+	for _, w := range cfg.Warnings {
+		cfg.Logger.Warn(w)
+	}
+	err = localproxy.Run(ctx, cfg)
+	var he *localproxy.HandshakeError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, localproxy.ErrTunnelClosed):
+		fmt.Fprintf(stderr, "localproxy: %v\n", err)
+		return 0
+	case errors.As(err, &he):
+		// Like the official proxy: a rejected handshake is final but not a
+		// failure of the proxy itself.
+		fmt.Fprintf(stderr, "localproxy: %v\n", err)
+		return 0
+	}
+	fmt.Fprintf(stderr, "localproxy: %v\n", err)
+	return 1
+}
