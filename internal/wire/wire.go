@@ -83,35 +83,9 @@ var (
 // AppendMessage appends the protobuf encoding of m (without length prefix),
 // fields in field-number order as the official proxy writes them.
 func AppendMessage(b []byte, m *Message) []byte {
-	if m.Type != 0 {
-		b = protowire.AppendTag(b, fieldType, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(int64(m.Type)))
-	}
-	if m.StreamID != 0 {
-		b = protowire.AppendTag(b, fieldStreamID, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(int64(m.StreamID)))
-	}
-	if m.Ignorable {
-		b = protowire.AppendTag(b, fieldIgnorable, protowire.VarintType)
-		b = protowire.AppendVarint(b, 1)
-	}
-	if len(m.Payload) > 0 {
-		b = protowire.AppendTag(b, fieldPayload, protowire.BytesType)
-		b = protowire.AppendBytes(b, m.Payload)
-	}
-	if m.ServiceID != "" {
-		b = protowire.AppendTag(b, fieldServiceID, protowire.BytesType)
-		b = protowire.AppendString(b, m.ServiceID)
-	}
-	for _, s := range m.AvailableServiceIDs {
-		b = protowire.AppendTag(b, fieldAvailableServiceIDs, protowire.BytesType)
-		b = protowire.AppendString(b, s)
-	}
-	if m.ConnectionID != 0 {
-		b = protowire.AppendTag(b, fieldConnectionID, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(m.ConnectionID))
-	}
-	return b
+	b = appendHead(b, m, len(m.Payload))
+	b = append(b, m.Payload...)
+	return appendTail(b, m)
 }
 
 // AppendFrame appends m as a complete tunnel frame: length prefix and body.

@@ -129,3 +129,44 @@ func BenchmarkReadFrame(b *testing.B) {
 		}
 	}
 }
+
+// FrameAround makes the same bytes as AppendFrame, in place around the payload.
+func TestFrameAroundMatchesAppendFrame(t *testing.T) {
+	msgs := []Message{
+		{Type: TypeData, StreamID: 1, Payload: []byte("abc"), ConnectionID: 1},
+		{Type: TypeData, StreamID: 7, ServiceID: "HTTP", ConnectionID: 300, Payload: bytes.Repeat([]byte{7}, MaxPayload)},
+		{Type: TypeData, StreamID: -1, Ignorable: true, ServiceID: "SSH", Payload: []byte{0}},
+		{Type: TypeConnectionReset, StreamID: 2, ServiceID: "HTTP", ConnectionID: 2},
+		{Type: Type(-5), StreamID: 1 << 30, Payload: bytes.Repeat([]byte{1}, 200), ConnectionID: 1<<32 - 1},
+	}
+	for _, m := range msgs {
+		want, err := AppendFrame(nil, &m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, HeaderRoom+len(m.Payload)+TailSize(&m))
+		copy(buf[HeaderRoom:], m.Payload)
+		got, err := FrameAround(buf[:HeaderRoom+len(m.Payload)], HeaderRoom, len(m.Payload), &m)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%v: FrameAround = %x, %v; want %x", m.Type, got, err, want)
+		}
+		if _, err := FrameAround(buf[:0:HeaderRoom+len(m.Payload)], HeaderRoom, len(m.Payload), &m); m.Type == TypeData && m.ConnectionID != 0 && err != ErrNoRoom {
+			t.Errorf("%v: no room for the tail: err = %v", m.Type, err)
+		}
+	}
+	if _, err := FrameAround(make([]byte, 100), HeaderRoom, MaxPayload+1, &Message{}); err != ErrPayloadTooLarge {
+		t.Errorf("oversized payload: %v", err)
+	}
+}
+
+func BenchmarkFrameAround(b *testing.B) {
+	m := Message{Type: TypeData, StreamID: 1, ServiceID: "HTTP", ConnectionID: 3}
+	buf := make([]byte, HeaderRoom+MaxPayload+TailSize(&m))
+	b.ReportAllocs()
+	b.SetBytes(MaxPayload)
+	for range b.N {
+		if _, err := FrameAround(buf, HeaderRoom, MaxPayload, &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
