@@ -1,7 +1,6 @@
 package localproxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/warrentunnel/warren/internal/framepool"
 	"github.com/warrentunnel/warren/internal/wire"
 )
 
@@ -47,7 +47,9 @@ type localConn struct {
 	connID   uint32 // as on the wire (0 in V1/V2 formats)
 	key      uint32 // key in stream.conns
 	fmt      frameFormat
-	in       *inbox // tunnel -> local socket
+	flow     uint64       // this connection's flow in the session's send queue
+	dataMsg  wire.Message // the fields of this connection's DATA frames
+	in       *inbox       // tunnel -> local socket
 
 	mu        sync.Mutex
 	nc        net.Conn // nil while a destination is still dialing
@@ -73,38 +75,49 @@ func (s *session) newConn(service string, st *stream, connID uint32) *localConn 
 	if st.fmt.svc {
 		lc.wireSvc = service
 	}
+	lc.flow = s.e.nextFlow()
+	lc.dataMsg = frameMessage(wire.TypeData, lc.streamID, lc.wireSvc, lc.connID, lc.fmt)
 	lc.log = s.log.With("service", service, "stream", st.id, "conn", lc.connID)
 	return lc
 }
 
-// frame encodes a message of this connection in its stream's format.
-func (lc *localConn) frame(t wire.Type, payload []byte) []byte {
-	return encodeFrame(t, lc.streamID, lc.wireSvc, lc.connID, lc.fmt, payload)
+// frame encodes a message of this connection (without payload) in its
+// stream's format.
+func (lc *localConn) frame(t wire.Type) *framepool.Buf {
+	return encodeFrame(t, lc.streamID, lc.wireSvc, lc.connID, lc.fmt)
 }
 
-func encodeFrame(t wire.Type, streamID int32, svc string, connID uint32, f frameFormat, payload []byte) []byte {
-	m := wire.Message{Type: t, StreamID: streamID, Payload: payload}
+// frameMessage is a message of a stream in format f.
+func frameMessage(t wire.Type, streamID int32, svc string, connID uint32, f frameFormat) wire.Message {
+	m := wire.Message{Type: t, StreamID: streamID}
 	if f.svc {
 		m.ServiceID = svc
 	}
 	if f.conn && t != wire.TypeStreamReset {
 		m.ConnectionID = connID
 	}
-	b, err := wire.AppendFrame(make([]byte, 0, len(payload)+len(svc)+24), &m)
-	if err != nil {
-		// Payloads are cut to MaxPayload before they get here.
-		panic("localproxy: " + err.Error())
+	return m
+}
+
+// encodeFrame encodes a frame without payload into a pooled buffer.
+func encodeFrame(t wire.Type, streamID int32, svc string, connID uint32, f frameFormat) *framepool.Buf {
+	m := frameMessage(t, streamID, svc, connID, f)
+	b := framepool.Get(framepool.SmallSize)
+	var err error
+	if b.B, err = wire.AppendFrame(b.Mem[:0], &m); err != nil || len(b.B) > len(b.Mem) {
+		// Service ids are checked to be short when the mapping is parsed.
+		panic("localproxy: control frame does not fit a small buffer")
 	}
 	return b
 }
 
 // resetFrame is how this connection's end is announced: CONNECTION_RESET
 // in V3, STREAM_RESET for V1/V2 streams.
-func (lc *localConn) resetFrame() []byte {
+func (lc *localConn) resetFrame() *framepool.Buf {
 	if lc.fmt.conn {
-		return lc.frame(wire.TypeConnectionReset, nil)
+		return lc.frame(wire.TypeConnectionReset)
 	}
-	return lc.frame(wire.TypeStreamReset, nil)
+	return lc.frame(wire.TypeStreamReset)
 }
 
 // start runs the connection's goroutines on nc. If the connection was
@@ -128,14 +141,15 @@ func (lc *localConn) start(nc net.Conn) {
 }
 
 // readLoop carries the local socket's bytes to the tunnel, at most
-// MaxPayload per DATA frame. It is the only sender of this connection's
-// DATA and reset frames, so the reset always follows the last DATA.
+// MaxPayload per DATA frame, read straight into pooled frame buffers. It is
+// the only sender of this connection's DATA and reset frames, so the reset
+// always follows the last DATA.
 func (lc *localConn) readLoop() {
 	defer lc.exit()
-	buf := make([]byte, lc.s.set.MaxPayload)
+	r := newSocketReader(lc.nc)
 	for {
-		n, err := lc.nc.Read(buf)
-		if n > 0 && !lc.s.send(lc.frame(wire.TypeData, buf[:n])) {
+		f, err := r.readFrame(lc.s.set.MaxPayload, &lc.dataMsg)
+		if f != nil && !lc.s.sendData(lc.flow, f) {
 			return // the session is over
 		}
 		if err == nil {
@@ -165,18 +179,29 @@ func (lc *localConn) readLoop() {
 // writeLoop writes what the tunnel delivers to the local socket.
 func (lc *localConn) writeLoop() {
 	defer lc.exit()
+	var (
+		frames []*framepool.Buf
+		vec    net.Buffers
+	)
 	for {
-		bufs, n, state := lc.in.take()
-		if n > 0 {
-			nb := net.Buffers(bufs)
-			if _, err := nb.WriteTo(lc.nc); err != nil {
+		var state int
+		frames, state = lc.in.take(frames[:0])
+		if len(frames) > 0 {
+			vec = vec[:0]
+			for _, f := range frames {
+				vec = append(vec, f.Payload)
+			}
+			// WriteTo consumes its receiver; keep vec's array for reuse.
+			nb := vec
+			_, err := nb.WriteTo(lc.nc)
+			lc.in.release(frames)
+			if err != nil {
 				if !lc.isAborted() {
 					lc.log.Debug("local socket write failed", "err", err)
 				}
 				lc.abort(false)
 				return
 			}
-			lc.in.release(n)
 			continue
 		}
 		switch state {
@@ -220,7 +245,7 @@ func (lc *localConn) sendReset() {
 	lc.resetSent = true
 	lc.mu.Unlock()
 	if !skip {
-		lc.s.send(lc.resetFrame())
+		lc.s.sendControl(lc.resetFrame())
 	}
 }
 
@@ -241,13 +266,18 @@ func (lc *localConn) abort(silent bool) {
 	}
 }
 
-// deliver queues a DATA payload for the local socket. The tunnel reader
-// waits while the queue is full (backpressure on the relay, as the
-// official proxy does for all its connections), but at most StallTimeout:
-// a local application that stops reading then gets its connection reset
-// instead of stalling every other connection of the tunnel for good.
-func (lc *localConn) deliver(payload []byte) {
-	err := lc.in.push(lc.s.ctx, bytes.Clone(payload), lc.s.set.StallTimeout)
+// deliver queues a DATA frame (its Payload) for the local socket; the
+// connection owns f afterwards. The tunnel reader waits while the queue is
+// full (backpressure on the relay, as the official proxy does for all its
+// connections), but at most StallTimeout: a local application that stops
+// reading then gets its connection reset instead of stalling every other
+// connection of the tunnel for good.
+func (lc *localConn) deliver(f *framepool.Buf) {
+	n := len(f.Payload)
+	err := lc.in.push(lc.s.ctx, f, lc.s.set.StallTimeout)
+	if err != nil {
+		f.Free()
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, errStalled):
@@ -255,7 +285,7 @@ func (lc *localConn) deliver(payload []byte) {
 			"queued_bytes", lc.s.set.QueueBytes, "waited", lc.s.set.StallTimeout)
 		lc.abort(false)
 	default:
-		lc.log.Log(lc.s.ctx, LevelTrace, "DATA for a closing connection dropped", "bytes", len(payload))
+		lc.log.Log(lc.s.ctx, LevelTrace, "DATA for a closing connection dropped", "bytes", n)
 	}
 }
 
@@ -296,16 +326,17 @@ var (
 	errQueueDone = errors.New("connection is closing")
 )
 
-// inbox is a connection's bounded queue from the tunnel to its socket.
+// inbox is a connection's queue from the tunnel to its socket, bounded in
+// the memory its frames hold.
 type inbox struct {
 	max   int
 	ready chan struct{} // wakes the writer
 	space chan struct{} // wakes a waiting pusher
 
-	mu    sync.Mutex
-	bufs  [][]byte
-	n     int // queued bytes, including those being written
-	state int
+	mu     sync.Mutex
+	frames []*framepool.Buf
+	n      int // memory of queued frames, including those being written
+	state  int
 }
 
 func newInbox(max int) *inbox {
@@ -319,9 +350,9 @@ func wake(c chan struct{}) {
 	}
 }
 
-// push queues p, waiting up to stall for room. One payload is always
+// push queues f, waiting up to stall for room. One frame is always
 // accepted into an empty queue, so the bound is max plus one frame.
-func (q *inbox) push(ctx context.Context, p []byte, stall time.Duration) error {
+func (q *inbox) push(ctx context.Context, f *framepool.Buf, stall time.Duration) error {
 	var timer *time.Timer
 	for {
 		q.mu.Lock()
@@ -329,9 +360,9 @@ func (q *inbox) push(ctx context.Context, p []byte, stall time.Duration) error {
 			q.mu.Unlock()
 			return errQueueDone
 		}
-		if q.n == 0 || q.n+len(p) <= q.max {
-			q.bufs = append(q.bufs, p)
-			q.n += len(p)
+		if q.n == 0 || q.n+f.Cost() <= q.max {
+			q.frames = append(q.frames, f)
+			q.n += f.Cost()
 			q.mu.Unlock()
 			wake(q.ready)
 			return nil
@@ -351,33 +382,38 @@ func (q *inbox) push(ctx context.Context, p []byte, stall time.Duration) error {
 	}
 }
 
-// take waits for queued payloads (n > 0) or a final state.
-func (q *inbox) take() (bufs [][]byte, n int, state int) {
+// take waits for queued frames, which it appends to dst, or a final state.
+func (q *inbox) take(dst []*framepool.Buf) ([]*framepool.Buf, int) {
 	for {
 		q.mu.Lock()
 		if q.state == stateAborted {
 			q.mu.Unlock()
-			return nil, 0, stateAborted
+			return dst, stateAborted
 		}
-		if len(q.bufs) > 0 {
-			bufs, q.bufs = q.bufs, nil
-			for _, b := range bufs {
-				n += len(b)
-			}
+		if len(q.frames) > 0 {
+			dst = append(dst, q.frames...)
+			clear(q.frames)
+			q.frames = q.frames[:0]
 			q.mu.Unlock()
-			return bufs, n, stateOpen
+			return dst, stateOpen
 		}
-		state = q.state
+		state := q.state
 		q.mu.Unlock()
 		if state != stateOpen {
-			return nil, 0, state
+			return dst, state
 		}
 		<-q.ready
 	}
 }
 
-// release frees n written bytes.
-func (q *inbox) release(n int) {
+// release frees written frames.
+func (q *inbox) release(frames []*framepool.Buf) {
+	n := 0
+	for i, f := range frames {
+		n += f.Cost()
+		f.Free()
+		frames[i] = nil
+	}
 	q.mu.Lock()
 	q.n -= n
 	q.mu.Unlock()
@@ -394,10 +430,17 @@ func (q *inbox) finish(state int) {
 	wake(q.ready)
 }
 
+// abort drops what is queued. Frames being written are released by the
+// writer.
 func (q *inbox) abort() {
 	q.mu.Lock()
 	q.state = stateAborted
-	q.bufs, q.n = nil, 0
+	for _, f := range q.frames {
+		q.n -= f.Cost()
+		f.Free()
+	}
+	clear(q.frames)
+	q.frames = nil
 	q.mu.Unlock()
 	wake(q.ready)
 	wake(q.space)

@@ -33,7 +33,7 @@ func (s *session) onStreamStart(m *wire.Message) {
 	if st == nil {
 		s.mu.Unlock()
 		s.log.Warn("STREAM_START for an unknown service; resetting it", "service", m.ServiceID, "stream", m.StreamID)
-		s.sendAsync(encodeFrame(wire.TypeStreamReset, m.StreamID, m.ServiceID, 0, f, nil))
+		s.sendControl(encodeFrame(wire.TypeStreamReset, m.StreamID, m.ServiceID, 0, f))
 		return
 	}
 	if !f.conn && formatFor(s.proto).conn {
@@ -70,7 +70,7 @@ func (s *session) onConnectionStart(m *wire.Message) {
 	if st == nil {
 		s.mu.Unlock()
 		s.log.Warn("CONNECTION_START for an unknown service; resetting it", "service", m.ServiceID, "stream", m.StreamID, "conn", m.ConnectionID)
-		s.sendAsync(encodeFrame(wire.TypeConnectionReset, m.StreamID, m.ServiceID, m.ConnectionID, f, nil))
+		s.sendControl(encodeFrame(wire.TypeConnectionReset, m.StreamID, m.ServiceID, m.ConnectionID, f))
 		return
 	}
 	var old []*localConn
@@ -87,7 +87,7 @@ func (s *session) onConnectionStart(m *wire.Message) {
 	if len(st.conns)-len(old) >= s.set.MaxActiveConnections {
 		s.mu.Unlock()
 		s.log.Warn("too many connections; resetting a new one", "service", svc, "max", s.set.MaxActiveConnections)
-		s.sendAsync(encodeFrame(wire.TypeConnectionReset, m.StreamID, m.ServiceID, m.ConnectionID, f, nil))
+		s.sendControl(encodeFrame(wire.TypeConnectionReset, m.StreamID, m.ServiceID, m.ConnectionID, f))
 		return
 	}
 	lc := s.newConn(svc, st, m.ConnectionID)
@@ -100,22 +100,11 @@ func (s *session) onConnectionStart(m *wire.Message) {
 	go s.dial(lc, false)
 }
 
-// sendAsync sends a frame from the tunnel reader without waiting for room
-// in the writer's queue: the reader must never wait on the writer, or a
-// relay that forwards synchronously could close a wait cycle between the
-// two proxies.
-func (s *session) sendAsync(frame []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.send(frame)
-	}()
-}
+// The tunnel reader queues its answers (resets of starts it refuses) with
+// sendControl and may wait for room in the control queue. That cannot close
+// a wait cycle through the relay: the source's reader never waits on its own
+// writer (it only waits, for a bounded time, on its local sockets), and the
+// control queue holds far more frames than a source has starts in flight.
 
 // dial connects a destination connection to its target without holding up
 // the tunnel reader; DATA that arrives meanwhile waits in the connection's
@@ -186,7 +175,7 @@ func (s *session) failStream(lc *localConn) {
 		c.abort(true)
 	}
 	if conns != nil {
-		s.send(lc.frame(wire.TypeStreamReset, nil))
+		s.sendControl(lc.frame(wire.TypeStreamReset))
 	}
 }
 
@@ -194,5 +183,5 @@ func (s *session) failStream(lc *localConn) {
 func (s *session) failConn(lc *localConn) {
 	s.forget(lc)
 	lc.abort(true)
-	s.send(lc.resetFrame())
+	s.sendControl(lc.resetFrame())
 }

@@ -179,6 +179,15 @@ type engine struct {
 
 	idsMu sync.Mutex
 	ids   map[string]*idCounter
+	flows uint64 // last flow number given to a connection
+}
+
+// nextFlow numbers a new connection's flow in the send queue.
+func (e *engine) nextFlow() uint64 {
+	e.idsMu.Lock()
+	defer e.idsMu.Unlock()
+	e.flows++
+	return e.flows
 }
 
 type idCounter struct {

@@ -12,17 +12,31 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/warrentunnel/warren/internal/fairq"
+	"github.com/warrentunnel/warren/internal/framepool"
 	"github.com/warrentunnel/warren/internal/wire"
+	"github.com/warrentunnel/warren/internal/wsbatch"
 )
 
 const (
 	// writeTimeout bounds one write to the relay; a relay that takes longer
 	// to accept a frame is treated as gone and we reconnect.
 	writeTimeout = 30 * time.Second
-	// outQueue is how many frames may wait for the WebSocket writer. Local
-	// readers block when it is full: backpressure onto the local sockets.
-	outQueue = 64
 )
+
+// sendQueue bounds the frames waiting for the WebSocket writer: the memory
+// all connections' DATA may hold, one connection's share of it, and the
+// control frames (starts and resets) that may wait. Local readers block when
+// their share or the whole is used: backpressure onto the local sockets.
+var sendQueue = fairq.Config{
+	Budget:  16 * framepool.LargeSize,
+	FlowMax: 2 * framepool.LargeSize,
+	Control: 1024,
+}
+
+// smallFrame is the largest frame the writer copies into a message it
+// shares with other frames; larger ones are messages of their own.
+const smallFrame = 16 << 10
 
 var errTextMessage = errors.New("relay sent a text message; the protocol is binary only")
 
@@ -38,7 +52,7 @@ type session struct {
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	out    chan []byte // frames for the writer goroutine
+	q      *fairq.Queue // frames for the writer goroutine
 
 	mu      sync.Mutex
 	closing bool
@@ -75,7 +89,7 @@ func newSession(e *engine, ws *websocket.Conn, proto Protocol) *session {
 		log:     e.log,
 		proto:   proto,
 		set:     e.cfg.Settings,
-		out:     make(chan []byte, outQueue),
+		q:       fairq.New(sendQueue),
 		streams: map[string]*stream{},
 	}
 }
@@ -126,6 +140,7 @@ func (s *session) run(ctx context.Context, subprotocol string) error {
 		err = context.Cause(s.ctx)
 	}
 	s.cancel(err)
+	s.q.Close()
 	s.e.deactivate(s)
 	s.shutdown()
 	if ctx.Err() != nil {
@@ -158,28 +173,44 @@ func (s *session) shutdown() {
 	s.wg.Wait()
 }
 
-// send queues a frame for the relay; false if the session is over.
-func (s *session) send(frame []byte) bool {
-	select {
-	case s.out <- frame:
-		return true
-	case <-s.ctx.Done():
+// sendData queues a connection's DATA frame for the relay, waiting for
+// room; false if the session is over (f is then freed).
+func (s *session) sendData(flow uint64, f *framepool.Buf) bool {
+	if err := s.q.Push(s.ctx, flow, f); err != nil {
+		f.Free()
 		return false
 	}
+	return true
 }
 
-// writeLoop is the only writer of data messages: one tunnel frame per
-// WebSocket message, as the official proxy sends them.
+// sendControl queues a frame other than DATA for the relay, after every
+// frame queued before it; false if the session is over (f is then freed).
+func (s *session) sendControl(f *framepool.Buf) bool {
+	if err := s.q.PushControlWait(s.ctx, f); err != nil {
+		f.Free()
+		return false
+	}
+	return true
+}
+
+// writeLoop is the only writer of data messages. It takes frames from the
+// send queue, fairly between connections, and writes them: each large frame
+// as a message of its own, as the official proxy sends them, and runs of
+// small ones together.
 func (s *session) writeLoop() {
+	var batch []*framepool.Buf
 	for {
-		select {
-		case f := <-s.out:
-			_ = s.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if err := s.ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
-				s.cancel(fmt.Errorf("write to relay: %w", err))
-				return
-			}
-		case <-s.ctx.Done():
+		var err error
+		batch, err = s.q.Take(s.ctx, batch[:0], wsbatch.MaxMessage)
+		if err != nil {
+			s.q.Release(batch)
+			return
+		}
+		_ = s.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+		err = wsbatch.Write(s.ws, batch, smallFrame)
+		s.q.Release(batch)
+		if err != nil {
+			s.cancel(fmt.Errorf("write to relay: %w", err))
 			return
 		}
 	}
@@ -248,7 +279,7 @@ func (m *messageStream) Read(p []byte) (int, error) {
 // SERVICE_IDS is acted on before SERVICE_IDS arrived, except on a V1 relay
 // (subprotocol 1.0), which has no service ids.
 func (s *session) readLoop(subprotocol string) error {
-	fr := wire.NewReader(&messageStream{ws: s.ws})
+	in := &messageStream{ws: s.ws}
 	started := false
 	if isV1Subprotocol(subprotocol) {
 		if err := s.start(nil, false); err != nil {
@@ -256,12 +287,13 @@ func (s *session) readLoop(subprotocol string) error {
 		}
 		started = true
 	}
+	var m wire.Message
 	for {
-		var m wire.Message
-		raw, err := fr.ReadFrame(&m)
+		f, err := framepool.ReadFrame(in, &m)
 		if err != nil {
-			if raw != nil {
-				s.log.Error("dropped a tunnel frame that does not decode", "err", err, "bytes", len(raw))
+			if f != nil {
+				s.log.Error("dropped a tunnel frame that does not decode", "err", err, "bytes", len(f.B))
+				f.Free()
 				continue
 			}
 			if s.closedBy != nil {
@@ -270,6 +302,7 @@ func (s *session) readLoop(subprotocol string) error {
 			return fmt.Errorf("read from relay: %w", err)
 		}
 		if !started {
+			f.Free()
 			if m.Type != wire.TypeServiceIDs {
 				s.log.Debug("ignoring a frame that came before SERVICE_IDS", "type", m.Type)
 				continue
@@ -280,7 +313,7 @@ func (s *session) readLoop(subprotocol string) error {
 			started = true
 			continue
 		}
-		s.dispatch(&m)
+		s.dispatch(f, &m)
 	}
 }
 
@@ -337,10 +370,15 @@ func (s *session) serviceOf(id string) (string, *stream) {
 	return "", nil
 }
 
-func (s *session) dispatch(m *wire.Message) {
+// dispatch acts on a frame; f's buffer goes to the connection for DATA and
+// back to the pool otherwise.
+func (s *session) dispatch(f *framepool.Buf, m *wire.Message) {
+	if m.Type == wire.TypeData {
+		s.onData(f, m)
+		return
+	}
+	defer f.Free()
 	switch m.Type {
-	case wire.TypeData:
-		s.onData(m)
 	case wire.TypeStreamStart:
 		if s.e.cfg.Mode == ModeSource {
 			s.log.Warn("source got STREAM_START; ignored", "stream", m.StreamID, "service", m.ServiceID)
@@ -381,13 +419,14 @@ func (s *session) lookup(m *wire.Message) *localConn {
 	return st.conns[st.key(m.ConnectionID)]
 }
 
-func (s *session) onData(m *wire.Message) {
+func (s *session) onData(f *framepool.Buf, m *wire.Message) {
 	lc := s.lookup(m)
 	if lc == nil {
 		s.log.Log(s.ctx, LevelTrace, "DATA for no live connection dropped", "service", m.ServiceID, "stream", m.StreamID, "conn", m.ConnectionID)
+		f.Free()
 		return
 	}
-	lc.deliver(m.Payload)
+	lc.deliver(f)
 }
 
 func (s *session) onConnectionReset(m *wire.Message) {

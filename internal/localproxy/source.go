@@ -94,15 +94,23 @@ func setNoDelay(nc net.Conn) {
 // connection ids; in V1/V2 every connection is a stream of its own, which
 // replaces the previous one (those peers carry one connection at a time).
 func (s *session) openSource(nc net.Conn, svc string) {
+	// Room for the start frame is booked before the session lock is taken:
+	// nothing waits while holding it.
+	if err := s.q.ReserveControl(s.ctx); err != nil {
+		nc.Close()
+		return
+	}
 	s.mu.Lock()
 	st := s.streams[svc]
 	if s.closing || st == nil {
 		s.mu.Unlock()
+		s.q.Unreserve()
 		nc.Close()
 		return
 	}
 	if len(st.conns) >= s.set.MaxActiveConnections {
 		s.mu.Unlock()
+		s.q.Unreserve()
 		s.log.Warn("too many connections; refusing a local connection", "service", svc, "max", s.set.MaxActiveConnections)
 		nc.Close()
 		return
@@ -128,9 +136,10 @@ func (s *session) openSource(nc net.Conn, svc string) {
 	lc := s.newConn(svc, st, connID)
 	st.conns[lc.key] = lc
 	s.wg.Add(1) // held until the goroutines are running
-	// Sent under s.mu so that start frames leave in the order connections
-	// were accepted (a CONNECTION_START never overtakes its STREAM_START).
-	ok := s.send(lc.frame(typ, nil))
+	// Queued under s.mu so that start frames leave in the order connections
+	// were accepted (a CONNECTION_START never overtakes its STREAM_START);
+	// the booked slot makes this never wait.
+	s.q.PushControl(lc.frame(typ))
 	s.mu.Unlock()
 	defer s.wg.Done()
 
@@ -141,8 +150,5 @@ func (s *session) openSource(nc net.Conn, svc string) {
 		}
 	}
 	lc.log.Info("accepted local connection", "from", nc.RemoteAddr().String(), "start", typ)
-	if !ok {
-		lc.abort(true)
-	}
 	lc.start(nc)
 }

@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync"
 
 	"github.com/gorilla/websocket"
+	"github.com/warrentunnel/warren/internal/framepool"
 	"github.com/warrentunnel/warren/internal/tunnel"
 	"github.com/warrentunnel/warren/internal/wire"
 )
@@ -56,38 +56,55 @@ func checkFrame(m *wire.Message, mode tunnel.Mode, services []string) *violation
 }
 
 // serviceIDsFrame is the SERVICE_IDS frame a 2.0 or 3.0 peer gets at once.
-func serviceIDsFrame(services []string) []byte {
-	b, err := wire.AppendFrame(nil, &wire.Message{Type: wire.TypeServiceIDs, AvailableServiceIDs: services})
-	if err != nil {
-		panic(err) // three service names of at most 128 bytes cannot overflow a frame
-	}
-	return b
+func serviceIDsFrame(services []string) *framepool.Buf {
+	return controlFrame(&wire.Message{Type: wire.TypeServiceIDs, AvailableServiceIDs: services})
 }
 
 // streamResetFrame ends a stream of the other peer. It carries no
 // connection id: a stream reset closes all of the stream's connections.
-func streamResetFrame(s activeStream) []byte {
-	b, err := wire.AppendFrame(nil, &wire.Message{Type: wire.TypeStreamReset, StreamID: s.streamID, ServiceID: s.serviceID})
-	if err != nil {
-		panic(err) // no payload: always fits
+func streamResetFrame(s activeStream) *framepool.Buf {
+	return controlFrame(&wire.Message{Type: wire.TypeStreamReset, StreamID: s.streamID, ServiceID: s.serviceID})
+}
+
+// controlFrame encodes a frame without payload into a pooled buffer.
+func controlFrame(m *wire.Message) *framepool.Buf {
+	b := framepool.Get(framepool.SmallSize)
+	var err error
+	if b.B, err = wire.AppendFrame(b.Mem[:0], m); err != nil || len(b.B) > len(b.Mem) {
+		// Service ids are at most 128 bytes, three to a tunnel.
+		panic("relay: control frame does not fit a small buffer")
 	}
 	return b
 }
 
 // encodeFor returns the frame to queue toward a peer of the given protocol
-// version: a copy of raw, or, toward 2.0, the frame re-encoded without its
-// connection id (2.0 peers have none).
-func encodeFor(version int, raw []byte, m *wire.Message) []byte {
-	if version == 2 && m.ConnectionID != 0 {
-		mm := *m
-		mm.ConnectionID = 0
-		b, err := wire.AppendFrame(make([]byte, 0, len(raw)), &mm)
-		if err == nil {
-			return b
-		}
-		// Unreachable: dropping a field only shrinks a valid frame.
+// version: the frame read, or, toward 2.0, the frame re-encoded without its
+// connection id (2.0 peers have none), in a new buffer (f is freed).
+func encodeFor(version int, f *framepool.Buf, m *wire.Message) *framepool.Buf {
+	if version != 2 || m.ConnectionID == 0 {
+		return f
 	}
-	return append([]byte(nil), raw...)
+	mm := *m
+	mm.ConnectionID = 0
+	out := framepool.Get(len(f.B))
+	var err error
+	if out.B, err = wire.AppendFrame(out.Mem[:0], &mm); err != nil {
+		panic("relay: " + err.Error()) // dropping a field only shrinks a valid frame
+	}
+	f.Free()
+	return out
+}
+
+// flowKey names the connection a frame belongs to, for the fair queue:
+// its service (by index in the tunnel's services), stream and connection.
+func flowKey(services []string, m *wire.Message) uint64 {
+	svc := uint64(0)
+	for i, s := range services {
+		if s == m.ServiceID {
+			svc = uint64(i + 1)
+		}
+	}
+	return svc<<56 | uint64(uint32(m.StreamID))<<24 ^ uint64(m.ConnectionID)
 }
 
 // messageStream is a peer's WebSocket messages as one byte stream: tunnel
@@ -141,34 +158,4 @@ func (s *messageStream) drained() bool {
 		return true
 	}
 	return false
-}
-
-// frameReader is a wire.Reader that peers borrow while a message is being
-// read and give back between messages, so that idle peers hold no 64 KiB
-// frame buffer. Between frames a wire.Reader keeps nothing but its buffer,
-// so any peer can use it next.
-type frameReader struct {
-	src sourceSwitch
-	r   *wire.Reader
-}
-
-type sourceSwitch struct{ r io.Reader }
-
-func (s *sourceSwitch) Read(b []byte) (int, error) { return s.r.Read(b) }
-
-var frameReaders = sync.Pool{New: func() any {
-	fr := new(frameReader)
-	fr.r = wire.NewReader(&fr.src)
-	return fr
-}}
-
-func borrowFrameReader(r io.Reader) *frameReader {
-	fr := frameReaders.Get().(*frameReader)
-	fr.src.r = r
-	return fr
-}
-
-func (fr *frameReader) giveBack() {
-	fr.src.r = nil
-	frameReaders.Put(fr)
 }

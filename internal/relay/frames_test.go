@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"encoding/hex"
+	"github.com/warrentunnel/warren/internal/framepool"
 	"testing"
 	"unicode/utf8"
 
@@ -67,18 +68,17 @@ func mustHex(s string) []byte {
 // Relay-originated frames are exactly the bytes the official proxy was
 // shown to accept (captures README).
 func TestRelayFrames(t *testing.T) {
-	if got, want := serviceIDsFrame([]string{"HTTP"}), mustHex("00080805320448545450"); !bytes.Equal(got, want) {
-		t.Errorf("SERVICE_IDS [HTTP] = % x, want % x", got, want)
+	check := func(name string, f *framepool.Buf, want []byte) {
+		t.Helper()
+		if !bytes.Equal(f.B, want) {
+			t.Errorf("%s = % x, want % x", name, f.B, want)
+		}
+		f.Free()
 	}
-	if got, want := serviceIDsFrame([]string{"ECHO", "HTTP"}), mustHex("000e080532044543484f320448545450"); !bytes.Equal(got, want) {
-		t.Errorf("SERVICE_IDS [ECHO HTTP] = % x, want % x", got, want)
-	}
-	if got, want := streamResetFrame(activeStream{"HTTP", 1}), mustHex("000a080310012a0448545450"); !bytes.Equal(got, want) {
-		t.Errorf("STREAM_RESET = % x, want % x", got, want)
-	}
-	if got, want := streamResetFrame(activeStream{"", 1}), mustHex("000408031001"); !bytes.Equal(got, want) {
-		t.Errorf("V1 STREAM_RESET = % x, want % x", got, want)
-	}
+	check("SERVICE_IDS [HTTP]", serviceIDsFrame([]string{"HTTP"}), mustHex("00080805320448545450"))
+	check("SERVICE_IDS [ECHO HTTP]", serviceIDsFrame([]string{"ECHO", "HTTP"}), mustHex("000e080532044543484f320448545450"))
+	check("STREAM_RESET", streamResetFrame(activeStream{"HTTP", 1}), mustHex("000a080310012a0448545450"))
+	check("V1 STREAM_RESET", streamResetFrame(activeStream{"", 1}), mustHex("000408031001"))
 }
 
 func TestEncodeFor(t *testing.T) {
@@ -87,19 +87,17 @@ func TestEncodeFor(t *testing.T) {
 	if err := wire.Unmarshal(start[2:], &m); err != nil {
 		t.Fatal(err)
 	}
-	if got := encodeFor(3, start, &m); !bytes.Equal(got, start) {
-		t.Errorf("toward 3.0: % x", got)
-	}
-	if got, want := encodeFor(2, start, &m), mustHex("000a080210012a0448545450"); !bytes.Equal(got, want) {
-		t.Errorf("toward 2.0: % x, want % x", got, want)
-	}
-	if got := encodeFor(1, start, &m); !bytes.Equal(got, start) {
-		t.Errorf("toward 1.0: % x", got)
-	}
-	got := encodeFor(3, start, &m)
-	got[3] = 0xff
-	if start[3] == 0xff {
-		t.Error("encodeFor aliases its input")
+	for _, c := range []struct {
+		version int
+		want    []byte
+	}{{3, start}, {2, mustHex("000a080210012a0448545450")}, {1, start}} {
+		f := framepool.Get(len(start))
+		f.B = append(f.Mem[:0], start...)
+		got := encodeFor(c.version, f, &m)
+		if !bytes.Equal(got.B, c.want) {
+			t.Errorf("toward %d.0: % x, want % x", c.version, got.B, c.want)
+		}
+		got.Free()
 	}
 }
 

@@ -10,8 +10,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/warrentunnel/warren/internal/fairq"
+	"github.com/warrentunnel/warren/internal/framepool"
 	"github.com/warrentunnel/warren/internal/tunnel"
 	"github.com/warrentunnel/warren/internal/wire"
+	"github.com/warrentunnel/warren/internal/wsbatch"
 )
 
 // peer is one admitted local proxy connection: a read loop (in the handler's
@@ -32,9 +35,10 @@ type peer struct {
 	mu   sync.Mutex
 	conn *websocket.Conn
 
-	// send queues whole frames for the write loop. A full queue blocks the
-	// other peer's reader: backpressure instead of growth.
-	send chan []byte
+	// q holds the frames waiting for the write loop, bounded in bytes. A
+	// full queue blocks the other peer's reader: backpressure instead of
+	// growth. It is closed when the peer stops.
+	q *fairq.Queue
 
 	ctx    context.Context // done when the peer is stopped
 	cancel context.CancelFunc
@@ -59,7 +63,7 @@ func newPeer(r *Relay, ts *tunnelState, sd side, t tunnel.Tunnel, h handshake, c
 		services:   t.Services,
 		version:    h.version,
 		log:        r.log.With("tunnel", t.ID, "mode", string(h.mode), "channel", channelID),
-		send:       make(chan []byte, r.queue),
+		q:          fairq.New(r.queue),
 		ctx:        ctx,
 		cancel:     cancel,
 		writerDone: make(chan struct{}),
@@ -68,7 +72,7 @@ func newPeer(r *Relay, ts *tunnelState, sd side, t tunnel.Tunnel, h handshake, c
 	if h.version >= 2 {
 		// Nothing happens until SERVICE_IDS arrives: the source opens its
 		// ports only then. 1.0 peers do not know the message.
-		p.send <- serviceIDsFrame(t.Services)
+		p.q.PushControlWait(ctx, serviceIDsFrame(t.Services))
 	}
 	return p
 }
@@ -80,6 +84,7 @@ func (p *peer) stop(code int, reason string) {
 	p.stopOnce.Do(func() {
 		p.closeCode, p.closeText, p.stopReason = code, reason, reason
 		p.cancel()
+		p.q.Close()
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if code == 0 && p.conn != nil {
@@ -148,43 +153,39 @@ func (p *peer) logEnd(err error) {
 	}
 }
 
-// readLoop reads the peer's frames and forwards them until an error.
+// readLoop reads the peer's frames and forwards them until an error. Each
+// frame is read into a pooled buffer that travels to the other peer's
+// queue and back to the pool once written; between messages the peer holds
+// no frame buffer.
 func (p *peer) readLoop() error {
 	p.conn.SetReadLimit(wire.MaxWebSocketMessage)
 	p.conn.SetPingHandler(p.answerPing)
 	in := &messageStream{conn: p.conn}
-	var fr *frameReader
-	defer func() {
-		if fr != nil {
-			fr.giveBack()
-		}
-	}()
 	var m wire.Message
 	for {
 		if p.ctx.Err() != nil {
 			return errors.New("stopped")
 		}
-		if fr == nil {
-			// Wait for the next message without holding a frame buffer.
+		if in.drained() {
+			// Wait for the next message.
 			if err := in.next(); err != nil {
 				return readError(err)
 			}
-			fr = borrowFrameReader(in)
 		}
-		raw, err := fr.r.ReadFrame(&m)
+		f, err := framepool.ReadFrame(in, &m)
 		if err != nil {
+			if f != nil {
+				f.Free()
+			}
 			return readError(err)
 		}
 		if v := checkFrame(&m, p.mode, p.services); v != nil {
+			f.Free()
 			return v
 		}
 		p.ts.track(&m)
-		if err := p.forward(raw, &m); err != nil {
+		if err := p.forward(f, &m); err != nil {
 			return err
-		}
-		if in.drained() {
-			fr.giveBack()
-			fr = nil
 		}
 	}
 }
@@ -221,36 +222,41 @@ func (p *peer) answerPing(data string) error {
 }
 
 // forward hands a checked frame to the other peer's queue, waiting while
-// it is full; with no other peer the frame is dropped.
-func (p *peer) forward(raw []byte, m *wire.Message) error {
+// it is full; with no other peer the frame is dropped. The frame's buffer
+// goes with it.
+func (p *peer) forward(f *framepool.Buf, m *wire.Message) error {
 	if m.Type == wire.TypeData && p.r.pacer != nil {
-		if err := p.r.pacer.Wait(p.ctx, p.accountID, len(raw)); err != nil {
+		if err := p.r.pacer.Wait(p.ctx, p.accountID, len(f.B)); err != nil {
+			f.Free()
 			return fmt.Errorf("pacer: %w", err)
 		}
 	}
 	other := p.ts.peer(p.side.other())
 	if other == nil {
-		p.r.dropped(len(raw))
-		p.log.Debug("relay: frame dropped: no peer", "type", m.Type.String(), "bytes", len(raw))
+		p.r.dropped(len(f.B))
+		p.log.Debug("relay: frame dropped: no peer", "type", m.Type.String(), "bytes", len(f.B))
+		f.Free()
 		p.refuseStart(m)
 		return nil
 	}
-	frame := encodeFor(other.version, raw, m)
-	select {
-	case other.send <- frame:
+	f = encodeFor(other.version, f, m)
+	n := len(f.B)
+	var err error
+	if m.Type == wire.TypeData {
+		err = other.q.Push(p.ctx, flowKey(p.services, m), f)
+	} else {
+		err = other.q.PushControlWait(p.ctx, f)
+	}
+	switch {
+	case err == nil:
 		p.r.stats.forwardedFrames.Add(1)
+		return nil
+	case errors.Is(err, fairq.ErrClosed):
+		f.Free()
+		p.r.dropped(n)
 		return nil
 	default:
-	}
-	p.r.stats.sendStalls.Add(1)
-	select {
-	case other.send <- frame:
-		p.r.stats.forwardedFrames.Add(1)
-		return nil
-	case <-other.ctx.Done():
-		p.r.dropped(len(frame))
-		return nil
-	case <-p.ctx.Done():
+		f.Free()
 		return fmt.Errorf("stopped while forwarding: %w", context.Cause(p.ctx))
 	}
 }
@@ -273,18 +279,14 @@ func (p *peer) refuseStart(m *wire.Message) {
 		reset.ConnectionID = 0
 	}
 	p.ts.track(&reset)
-	frame, err := wire.AppendFrame(nil, &reset)
-	if err != nil {
-		panic(err) // no payload: always fits
-	}
-	p.r.relayFrame(p, frame)
+	p.r.relayFrame(p, controlFrame(&reset))
 }
 
-// relayFrame queues a frame the relay itself originates.
-func (r *Relay) relayFrame(to *peer, frame []byte) {
-	select {
-	case to.send <- frame:
-	case <-to.ctx.Done():
+// relayFrame queues a frame the relay itself originates, unless the peer
+// has stopped.
+func (r *Relay) relayFrame(to *peer, f *framepool.Buf) {
+	if err := to.q.PushControlWait(to.ctx, f); err != nil {
+		f.Free()
 	}
 }
 
@@ -298,53 +300,29 @@ func (r *Relay) dropped(n int) {
 func (p *peer) writeLoop() {
 	defer p.r.wg.Done()
 	defer close(p.writerDone)
-	var next []byte
+	var batch []*framepool.Buf
 	for {
-		if next == nil {
-			select {
-			case next = <-p.send:
-			case <-p.ctx.Done():
-				p.finish()
-				return
-			}
-		}
 		var err error
-		if next, err = p.writeMessage(next); err != nil {
+		batch, err = p.q.Take(p.ctx, batch[:0], wire.MaxWebSocketMessage)
+		if err != nil {
+			p.q.Release(batch)
+			p.finish()
+			return
+		}
+		err = p.writeBatch(batch)
+		p.q.Release(batch)
+		if err != nil {
 			p.stop(0, "")
 			return
 		}
 	}
 }
 
-// writeMessage writes first and whatever else is queued, up to the largest
-// message a peer accepts, as one binary message (the official proxy does not
-// need frames aligned to messages). It returns a queued frame that did not
-// fit, for the next message.
-func (p *peer) writeMessage(first []byte) (carry []byte, err error) {
+// writeBatch writes frames as WebSocket messages (the official proxy does
+// not need frames aligned to messages).
+func (p *peer) writeBatch(batch []*framepool.Buf) error {
 	p.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	w, err := p.conn.NextWriter(websocket.BinaryMessage)
-	if err != nil {
-		return nil, err
-	}
-	n := 0
-	frame := first
-	for frame != nil {
-		if _, err := w.Write(frame); err != nil {
-			return nil, err
-		}
-		n += len(frame)
-		frame = nil
-		select {
-		case f := <-p.send:
-			if n+len(f) <= wire.MaxWebSocketMessage {
-				frame = f
-			} else {
-				carry = f
-			}
-		default:
-		}
-	}
-	return carry, w.Close()
+	return wsbatch.Write(p.conn, batch, writeBufferSize)
 }
 
 func (p *peer) finish() {

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/warrentunnel/warren/internal/fairq"
+	"github.com/warrentunnel/warren/internal/framepool"
 	"github.com/warrentunnel/warren/internal/tunnel"
 )
 
@@ -41,14 +43,20 @@ type Config struct {
 	Store  Store
 	Logger *slog.Logger     // nil discards logs
 	Now    func() time.Time // nil is time.Now
-	// SendQueue is how many frames may wait for a peer's writer before the
-	// other peer's reader blocks (and with it, through TCP, that peer).
-	SendQueue int
-	Pacer     Pacer // nil forwards without limit
+	// SendQueueBytes is how much memory frames waiting for a peer's writer
+	// may hold before the other peer's reader blocks (and with it, through
+	// TCP, that peer).
+	SendQueueBytes int
+	Pacer          Pacer // nil forwards without limit
 }
 
-// DefaultSendQueue is Config.SendQueue's default.
-const DefaultSendQueue = 64
+// DefaultSendQueueBytes is Config.SendQueueBytes's default: four of the
+// largest frames, enough to keep the writer busy while the reader reads.
+const DefaultSendQueueBytes = 4 * framepool.LargeSize
+
+// controlQueue is how many frames other than DATA may wait for a peer's
+// writer; each holds a small buffer.
+const controlQueue = 64
 
 // Timeouts of the relay's own I/O. They are generous: the official proxy
 // stops reading its WebSocket for 12.5 s while it retries a refused target.
@@ -60,15 +68,17 @@ const (
 )
 
 // writeBufferSize is the size of the WebSocket write buffers, which are
-// pooled: a peer holds one only while it writes a message.
-const writeBufferSize = 16 << 10
+// pooled: a peer holds one only while it writes a message. A WebSocket
+// frame header and a full buffer fill one TLS record exactly; larger frames
+// are written from their own buffers, copied only up to this size.
+const writeBufferSize = 16<<10 - 14
 
 // Relay is the WebSocket endpoint of the data plane. It is an http.Handler.
 type Relay struct {
 	store    Store
 	log      *slog.Logger
 	now      func() time.Time
-	queue    int
+	queue    fairq.Config
 	pacer    Pacer
 	upgrader websocket.Upgrader
 
@@ -97,7 +107,7 @@ func New(cfg Config) *Relay {
 		store:   cfg.Store,
 		log:     cfg.Logger,
 		now:     cfg.Now,
-		queue:   cfg.SendQueue,
+		queue:   fairq.Config{Budget: cfg.SendQueueBytes, FlowMax: cfg.SendQueueBytes, Control: controlQueue},
 		pacer:   cfg.Pacer,
 		tunnels: map[string]*tunnelState{},
 	}
@@ -107,8 +117,9 @@ func New(cfg Config) *Relay {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	if r.queue < 1 {
-		r.queue = DefaultSendQueue
+	if r.queue.Budget < 1 {
+		r.queue.Budget = DefaultSendQueueBytes
+		r.queue.FlowMax = DefaultSendQueueBytes
 	}
 	r.upgrader = websocket.Upgrader{
 		HandshakeTimeout: handshakeTimeout,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/warrentunnel/warren/internal/framepool"
 	"net/http"
 	"strings"
 	"sync"
@@ -187,19 +188,22 @@ func TestConcurrentHandshakesOfOneSide(t *testing.T) {
 		}
 	}
 	e.ended(n - 1)
-	alive := 0
-	for _, c := range clients {
-		c.mu.Lock()
-		if c.err == nil {
-			alive++
-		} else if c.gotClose {
-			t.Error("a replaced connection got a close frame")
+	// The relay has cleaned up after the replaced connections; their clients
+	// learn of it when their reads fail.
+	alive := func() int {
+		n := 0
+		for _, c := range clients {
+			c.mu.Lock()
+			if c.err == nil {
+				n++
+			} else if c.gotClose {
+				t.Error("a replaced connection got a close frame")
+			}
+			c.mu.Unlock()
 		}
-		c.mu.Unlock()
+		return n
 	}
-	if alive != 1 {
-		t.Fatalf("%d connections alive, want 1", alive)
-	}
+	eventually(t, "one connection left alive", func() bool { return alive() == 1 })
 	if s, _ := e.relay.Connected(tn.ID); !s || !e.tunnel(tn.ID).Source.Connected {
 		t.Fatal("source not connected")
 	}
@@ -553,11 +557,11 @@ func TestBadInputIsRejectedAlone(t *testing.T) {
 }
 
 // A receiver that reads nothing stalls its sender: the relay holds at most
-// SendQueue frames for it and stops reading the sender (TCP backpressure).
+// SendQueueBytes for it and stops reading the sender (TCP backpressure).
 // Nothing is lost once the receiver reads again.
 func TestBackpressure(t *testing.T) {
-	const queue = 4
-	e := newEnvWith(t, Config{SendQueue: queue}, envOpts{smallBuffers: true})
+	const queue = 4 * framepool.LargeSize
+	e := newEnvWith(t, Config{SendQueueBytes: queue}, envOpts{smallBuffers: true})
 	tn, tok := e.newTunnel("HTTP")
 	dst := e.mustDial(dialOpts{mode: tunnel.ModeDestination, token: tok.Destination, noRead: true, smallBuffers: true})
 	src := e.mustDial(dialOpts{mode: tunnel.ModeSource, token: tok.Source, smallBuffers: true})
@@ -581,10 +585,10 @@ func TestBackpressure(t *testing.T) {
 
 	dp := e.relay.lookup(tn.ID).peer(destinationSide)
 	eventually(t, "the destination's queue to fill and the source's reader to stall", func() bool {
-		return len(dp.send) == cap(dp.send) && e.relay.stats.sendStalls.Load() > 0
+		return dp.q.Used() >= queue-framepool.LargeSize
 	})
-	if cap(dp.send) != queue {
-		t.Fatalf("queue capacity %d, want %d", cap(dp.send), queue)
+	if used := dp.q.Used(); used > queue+framepool.LargeSize {
+		t.Fatalf("the queue holds %d bytes, more than its %d and one frame", used, queue)
 	}
 	if n := written.Load(); n >= frames/2 {
 		t.Fatalf("the source wrote %d of %d frames to a receiver that reads nothing", n, frames)

@@ -107,7 +107,11 @@ func AppendFrame(b []byte, m *Message) ([]byte, error) {
 // Unmarshal decodes a frame body (without length prefix). Unknown fields are
 // an error (ErrUnknownField): the protocol guide says a peer that sends them
 // is closed. Payload aliases body.
+//
+// A service id equal to m's before the call reuses that string, so decoding
+// a stream of frames into one Message does not allocate.
 func Unmarshal(body []byte, m *Message) error {
+	prevService := m.ServiceID
 	*m = Message{}
 	for len(body) > 0 {
 		num, typ, n := protowire.ConsumeTag(body)
@@ -151,7 +155,11 @@ func Unmarshal(body []byte, m *Message) error {
 				if !utf8.Valid(v) {
 					return fmt.Errorf("%w: serviceId is not UTF-8", ErrMalformed)
 				}
-				m.ServiceID = string(v)
+				if string(v) == prevService {
+					m.ServiceID = prevService
+				} else {
+					m.ServiceID = string(v)
+				}
 			case fieldAvailableServiceIDs:
 				if !utf8.Valid(v) {
 					return fmt.Errorf("%w: availableServiceIds is not UTF-8", ErrMalformed)
