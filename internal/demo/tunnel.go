@@ -23,6 +23,7 @@ import (
 
 	"github.com/warrentunnel/warren/internal/admin"
 	"github.com/warrentunnel/warren/internal/localproxy"
+	"github.com/warrentunnel/warren/internal/proxycli"
 	"github.com/warrentunnel/warren/internal/server"
 )
 
@@ -124,7 +125,7 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 		{"destination", []string{"-e", endpoint, "-c", ca, "-d", strings.Join(dmap, ","), "-t", out.DestinationAccessToken}},
 		{"source", []string{"-e", endpoint, "-c", ca, "-s", strings.Join(smap, ","), "-t", out.SourceAccessToken}},
 	} {
-		lc, err := localproxy.ParseArgs(p.args, func(string) string { return "" })
+		lc, err := proxycli.ParseArgs(p.args, func(string) string { return "" })
 		if err != nil {
 			return t, fmt.Errorf("%s local proxy: %w", p.name, err)
 		}
@@ -138,7 +139,7 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 			}
 		}
 		g.Go(func() error {
-			err := localproxy.Run(gctx, lc)
+			err := localproxy.Run(gctx, lc.Config)
 			if err == nil {
 				err = fmt.Errorf("%s local proxy stopped", p.name)
 			}

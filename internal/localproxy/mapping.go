@@ -110,7 +110,7 @@ func (e *engine) mappingFromFiles(ids []string) (map[string]string, error) {
 				continue
 			}
 			if ep, ok := kv[id]; ok {
-				if err := validateMappingEndpoint(ep, e.cfg.Mode); err != nil {
+				if err := ValidateMappingEndpoint(ep, e.cfg.Mode); err != nil {
 					return nil, fmt.Errorf("configuration file %s: service %s: %w", f, id, err)
 				}
 				m[id] = ep

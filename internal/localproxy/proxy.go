@@ -1,9 +1,10 @@
-// Package localproxy owns Warren's local proxy: the source and destination
-// engines that carry local TCP connections over a tunnel's WebSocket, their
-// service mapping, stream and connection bookkeeping, keepalive and
-// reconnects, and the command-line compatibility with the official AWS IoT
-// Secure Tunneling local proxy. It does not own the frame codec (package
-// wire) nor anything on the relay's side.
+// Package localproxy owns Warren's local proxy engine: the source and
+// destination engines that carry local TCP connections over a tunnel's
+// WebSocket, their service mapping, stream and connection bookkeeping,
+// keepalive and reconnects. It runs a Config. It does not own the command
+// line, --config or --settings-json files of the official AWS IoT Secure
+// Tunneling local proxy (package proxycli turns those into a Config), nor the
+// frame codec (package wire), nor anything on the relay's side.
 //
 // Goroutines: Run owns the reconnect loop and the source listeners' accept
 // loops; each WebSocket connection (a session) owns one reader, one writer
@@ -80,7 +81,7 @@ func (cfg Config) prepare() (Config, error) {
 	if cfg.Mode != ModeSource && cfg.Mode != ModeDestination {
 		return cfg, errors.New("localproxy: mode must be source or destination")
 	}
-	if err := validateAccessToken(cfg.AccessToken); err != nil {
+	if err := ValidateAccessToken(cfg.AccessToken); err != nil {
 		return cfg, err
 	}
 	if _, _, _, err := parseEndpoint(cfg.Endpoint); err != nil {
@@ -100,7 +101,7 @@ func (cfg Config) prepare() (Config, error) {
 	}
 	m := make(map[string]string, len(cfg.Services))
 	for k, v := range cfg.Services {
-		if err := validateMappingEndpoint(v, cfg.Mode); err != nil {
+		if err := ValidateMappingEndpoint(v, cfg.Mode); err != nil {
 			return cfg, fmt.Errorf("service %q: %w", k, err)
 		}
 		m[k] = v

@@ -1,6 +1,12 @@
 // Package proxycli is the local proxy's command line: the official proxy's
-// flags, exit statuses and messages around package localproxy's engine.
-// cmd/localproxy and warren's re-executed benchmark processes both run Main.
+// flags, exit statuses and messages around package localproxy's engine. It
+// owns the parsing that makes a localproxy.Config: options from the command
+// line, a --config file and the environment (ParseArgs), the --settings-json
+// and --export-default-settings files, the listing of --config-dir and the
+// HTTPS_PROXY web proxy. It does not own anything the engine does at run
+// time, such as reading the --config-dir files when the tunnel's service ids
+// arrive. cmd/localproxy and warren's re-executed benchmark processes both
+// run Main.
 //
 // Exit statuses follow the official proxy: 0 after a clean stop, a tunnel
 // closed by the relay or a handshake the relay rejected (4xx); 1 for a bad
@@ -19,12 +25,12 @@ import (
 // Main runs the local proxy with command-line args (without the program
 // name) and environment env until ctx is done, and returns its exit status.
 func Main(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) int {
-	cfg, err := localproxy.ParseArgs(args, env)
+	cfg, err := ParseArgs(args, env)
 	switch {
-	case errors.Is(err, localproxy.ErrHelp):
-		localproxy.Usage(stderr)
+	case errors.Is(err, ErrHelp):
+		Usage(stderr)
 		return 0
-	case errors.Is(err, localproxy.ErrVersion):
+	case errors.Is(err, ErrVersion):
 		fmt.Fprintf(stdout, "Warren local proxy %s\n", localproxy.Version)
 		return 0
 	case err != nil:
@@ -32,7 +38,7 @@ func Main(ctx context.Context, args []string, env func(string) string, stdout, s
 		return 1
 	}
 	if cfg.ExportSettingsPath != "" {
-		if err := localproxy.ExportDefaultSettings(cfg.ExportSettingsPath); err != nil {
+		if err := ExportDefaultSettings(cfg.ExportSettingsPath); err != nil {
 			fmt.Fprintf(stderr, "localproxy: %v\n", err)
 			return 1
 		}
@@ -42,7 +48,7 @@ func Main(ctx context.Context, args []string, env func(string) string, stdout, s
 	for _, w := range cfg.Warnings {
 		cfg.Logger.Warn(w)
 	}
-	err = localproxy.Run(ctx, cfg)
+	err = localproxy.Run(ctx, cfg.Config)
 	var he *localproxy.HandshakeError
 	switch {
 	case err == nil:

@@ -1,14 +1,15 @@
-package localproxy
+package proxycli
 
 import (
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warrentunnel/warren/internal/localproxy"
 )
 
 func envOf(kv ...string) func(string) string {
@@ -25,100 +26,100 @@ func TestParseArgs(t *testing.T) {
 		name  string
 		args  []string
 		env   func(string) string
-		check func(t *testing.T, c Config)
+		check func(t *testing.T, c Options)
 	}{
-		{"short flags, unnamed source port", []string{"-t", "tok", "-e", "relay.example:8443", "-s", "5555"}, nil, func(t *testing.T, c Config) {
-			want(t, c.Mode, ModeSource)
+		{"short flags, unnamed source port", []string{"-t", "tok", "-e", "relay.example:8443", "-s", "5555"}, nil, func(t *testing.T, c Options) {
+			want(t, c.Mode, localproxy.ModeSource)
 			want(t, c.AccessToken, "tok")
 			want(t, c.Endpoint, "relay.example:8443")
 			want(t, c.Services, map[string]string{"": "5555"})
 			want(t, c.Verbosity, 4)
 		}},
-		{"long flags with = and space", []string{"--access-token=tok", "--proxy-endpoint", "Relay.Example", "--destination-app=HTTP=80"}, nil, func(t *testing.T, c Config) {
-			want(t, c.Mode, ModeDestination)
+		{"long flags with = and space", []string{"--access-token=tok", "--proxy-endpoint", "Relay.Example", "--destination-app=HTTP=80"}, nil, func(t *testing.T, c Options) {
+			want(t, c.Mode, localproxy.ModeDestination)
 			want(t, c.Endpoint, "relay.example") // lowercased, as the official proxy does
 			want(t, c.Services, map[string]string{"HTTP": "80"})
 		}},
-		{"region builds the endpoint", []string{"-t", "tok", "-r", "us-east-1", "-s", "SSH1=5555,HTTP=8080"}, nil, func(t *testing.T, c Config) {
+		{"region builds the endpoint", []string{"-t", "tok", "-r", "us-east-1", "-s", "SSH1=5555,HTTP=8080"}, nil, func(t *testing.T, c Options) {
 			want(t, c.Endpoint, "data.tunneling.iot.us-east-1.amazonaws.com")
 			want(t, c.Services, map[string]string{"SSH1": "5555", "HTTP": "8080"})
 		}},
-		{"china region override", []string{"-t", "tok", "-r", "cn-north-1", "-s", "1"}, nil, func(t *testing.T, c Config) {
+		{"china region override", []string{"-t", "tok", "-r", "cn-north-1", "-s", "1"}, nil, func(t *testing.T, c Options) {
 			want(t, c.Endpoint, "data.tunneling.iot.cn-north-1.amazonaws.com.cn")
 		}},
-		{"environment", []string{"-s", "1"}, envOf(envAccessToken, "envtok", envEndpoint, "env.example:1", envClientToken, ct), func(t *testing.T, c Config) {
+		{"environment", []string{"-s", "1"}, envOf(envAccessToken, "envtok", envEndpoint, "env.example:1", envClientToken, ct), func(t *testing.T, c Options) {
 			want(t, c.AccessToken, "envtok")
 			want(t, c.Endpoint, "env.example:1")
 			want(t, c.ClientToken, ct)
 			want(t, len(c.Warnings), 0)
 		}},
-		{"command line wins over environment", []string{"-t", "clitok", "-s", "1"}, envOf(envAccessToken, "envtok", envRegion, "eu-west-1"), func(t *testing.T, c Config) {
+		{"command line wins over environment", []string{"-t", "clitok", "-s", "1"}, envOf(envAccessToken, "envtok", envRegion, "eu-west-1"), func(t *testing.T, c Options) {
 			want(t, c.AccessToken, "clitok")
 			want(t, c.Endpoint, "data.tunneling.iot.eu-west-1.amazonaws.com")
 			want(t, len(c.Warnings), 1) // token on the command line
 		}},
-		{"AWS_REGION as last resort", []string{"-t", "tok", "-s", "1"}, envOf(envAWSRegion, "ap-south-1"), func(t *testing.T, c Config) {
+		{"AWS_REGION as last resort", []string{"-t", "tok", "-s", "1"}, envOf(envAWSRegion, "ap-south-1"), func(t *testing.T, c Options) {
 			want(t, c.Endpoint, "data.tunneling.iot.ap-south-1.amazonaws.com")
 		}},
-		{"AWS_REGION does not conflict with -e", []string{"-t", "tok", "-e", "h", "-s", "1"}, envOf(envAWSRegion, "ap-south-1"), func(t *testing.T, c Config) {
+		{"AWS_REGION does not conflict with -e", []string{"-t", "tok", "-e", "h", "-s", "1"}, envOf(envAWSRegion, "ap-south-1"), func(t *testing.T, c Options) {
 			want(t, c.Endpoint, "h")
 		}},
-		{"destination endpoints", []string{"-t", "tok", "-e", "h", "-d", "HTTP=localhost:8080, SSH=22 ,SOCK=/run/app.sock"}, nil, func(t *testing.T, c Config) {
+		{"destination endpoints", []string{"-t", "tok", "-e", "h", "-d", "HTTP=localhost:8080, SSH=22 ,SOCK=/run/app.sock"}, nil, func(t *testing.T, c Options) {
 			want(t, c.Services, map[string]string{"HTTP": "localhost:8080", "SSH": "22", "SOCK": "/run/app.sock"})
 		}},
-		{"unnamed host:port destination", []string{"-t", "tok", "-e", "h", "-d", "10.0.0.1:22"}, nil, func(t *testing.T, c Config) {
+		{"unnamed host:port destination", []string{"-t", "tok", "-e", "h", "-d", "10.0.0.1:22"}, nil, func(t *testing.T, c Options) {
 			want(t, c.Services, map[string]string{"": "10.0.0.1:22"})
 		}},
-		{"adjacent short values and verbosity", []string{"-ttok", "-eh", "-v6", "-s5555"}, nil, func(t *testing.T, c Config) {
+		{"adjacent short values and verbosity", []string{"-ttok", "-eh", "-v6", "-s5555"}, nil, func(t *testing.T, c Options) {
 			want(t, c.AccessToken, "tok")
 			want(t, c.Verbosity, 6)
 		}},
-		{"verbosity above 6 is trace", []string{"-t", "tok", "-e", "h", "-s", "1", "--verbose", "200"}, nil, func(t *testing.T, c Config) {
+		{"verbosity above 6 is trace", []string{"-t", "tok", "-e", "h", "-s", "1", "--verbose", "200"}, nil, func(t *testing.T, c Options) {
 			want(t, c.Verbosity, 6)
 		}},
-		{"insecure flag warns", []string{"-t", "tok", "-e", "h", "-s", "1", "-k"}, nil, func(t *testing.T, c Config) {
+		{"insecure flag warns", []string{"-t", "tok", "-e", "h", "-s", "1", "-k"}, nil, func(t *testing.T, c Options) {
 			want(t, c.NoSSLHostVerify, true)
 			want(t, len(c.Warnings), 2)
 		}},
-		{"grouped switches", []string{"-t", "tok", "-e", "h", "-s", "1", "--no-ssl-host-verify"}, nil, func(t *testing.T, c Config) {
+		{"grouped switches", []string{"-t", "tok", "-e", "h", "-s", "1", "--no-ssl-host-verify"}, nil, func(t *testing.T, c Options) {
 			want(t, c.NoSSLHostVerify, true)
 		}},
-		{"mode dst with -d", []string{"-t", "tok", "-e", "h", "-m", "dst", "-d", "22"}, nil, func(t *testing.T, c Config) {
-			want(t, c.Mode, ModeDestination)
+		{"mode dst with -d", []string{"-t", "tok", "-e", "h", "-m", "dst", "-d", "22"}, nil, func(t *testing.T, c Options) {
+			want(t, c.Mode, localproxy.ModeDestination)
 		}},
-		{"mode source without mapping", []string{"-t", "tok", "-e", "h", "--mode", "source"}, nil, func(t *testing.T, c Config) {
-			want(t, c.Mode, ModeSource)
+		{"mode source without mapping", []string{"-t", "tok", "-e", "h", "--mode", "source"}, nil, func(t *testing.T, c Options) {
+			want(t, c.Mode, localproxy.ModeSource)
 			want(t, len(c.Services), 0)
 		}},
-		{"client types", []string{"-t", "tok", "-e", "h", "-s", "1", "-y", "V2"}, nil, func(t *testing.T, c Config) {
-			want(t, c.Protocol, V2)
+		{"client types", []string{"-t", "tok", "-e", "h", "-s", "1", "-y", "V2"}, nil, func(t *testing.T, c Options) {
+			want(t, c.Protocol, localproxy.V2)
 		}},
-		{"V1 client type", []string{"-t", "tok", "-e", "h", "-s", "1", "--destination-client-type", "V1"}, nil, func(t *testing.T, c Config) {
-			want(t, c.Protocol, V1)
+		{"V1 client type", []string{"-t", "tok", "-e", "h", "-s", "1", "--destination-client-type", "V1"}, nil, func(t *testing.T, c Options) {
+			want(t, c.Protocol, localproxy.V1)
 		}},
-		{"unknown client type means V3", []string{"-t", "tok", "-e", "h", "-s", "1", "-y", "V7"}, nil, func(t *testing.T, c Config) {
-			want(t, c.Protocol, Protocol(0))
+		{"unknown client type means V3", []string{"-t", "tok", "-e", "h", "-s", "1", "-y", "V7"}, nil, func(t *testing.T, c Options) {
+			want(t, c.Protocol, localproxy.Protocol(0))
 			want(t, len(c.Warnings), 2)
 		}},
-		{"client token, bind address, capath", []string{"-t", "tok", "-e", "h", "-s", "1", "-i", ct, "-b", "::1", "-c", "/etc/ca"}, nil, func(t *testing.T, c Config) {
+		{"client token, bind address, capath", []string{"-t", "tok", "-e", "h", "-s", "1", "-i", ct, "-b", "::1", "-c", "/etc/ca"}, nil, func(t *testing.T, c Options) {
 			want(t, c.ClientToken, ct)
 			want(t, c.BindAddress, "::1")
 			want(t, c.CAPath, "/etc/ca")
 		}},
-		{"unique prefix of a long option", []string{"--access", "tok", "--proxy-e", "h", "-s", "1"}, nil, func(t *testing.T, c Config) {
+		{"unique prefix of a long option", []string{"--access", "tok", "--proxy-e", "h", "-s", "1"}, nil, func(t *testing.T, c Options) {
 			want(t, c.AccessToken, "tok")
 		}},
-		{"ws scheme endpoint", []string{"-t", "tok", "-e", "ws://127.0.0.1:8080", "-s", "1"}, nil, func(t *testing.T, c Config) {
+		{"ws scheme endpoint", []string{"-t", "tok", "-e", "ws://127.0.0.1:8080", "-s", "1"}, nil, func(t *testing.T, c Options) {
 			want(t, c.Endpoint, "ws://127.0.0.1:8080")
 		}},
-		{"listen port 0", []string{"-t", "tok", "-e", "h", "-s", "HTTP=0"}, nil, func(t *testing.T, c Config) {
+		{"listen port 0", []string{"-t", "tok", "-e", "h", "-s", "HTTP=0"}, nil, func(t *testing.T, c Options) {
 			want(t, c.Services, map[string]string{"HTTP": "0"})
 		}},
-		{"duplicate mapping keeps the first", []string{"-t", "tok", "-e", "h", "-s", "A=1,A=2"}, nil, func(t *testing.T, c Config) {
+		{"duplicate mapping keeps the first", []string{"-t", "tok", "-e", "h", "-s", "A=1,A=2"}, nil, func(t *testing.T, c Options) {
 			want(t, c.Services, map[string]string{"A": "1"})
 			want(t, len(c.Warnings), 2)
 		}},
-		{"web proxy from the environment", []string{"-t", "tok", "-e", "h", "-s", "1"}, envOf("HTTPS_PROXY", "http://user:pw@proxy.local"), func(t *testing.T, c Config) {
+		{"web proxy from the environment", []string{"-t", "tok", "-e", "h", "-s", "1"}, envOf("HTTPS_PROXY", "http://user:pw@proxy.local"), func(t *testing.T, c Options) {
 			want(t, c.WebProxy.Host, "proxy.local:3128")
 		}},
 	}
@@ -238,11 +239,11 @@ func TestSettingsExportRoundTrip(t *testing.T) {
 	if err := ExportDefaultSettings(p); err != nil {
 		t.Fatal(err)
 	}
-	s := Settings{}
+	s := localproxy.Settings{}
 	if err := loadSettingsJSON(p, &s); err != nil {
 		t.Fatal(err)
 	}
-	want(t, s.withDefaults(), DefaultSettings())
+	want(t, s, localproxy.DefaultSettings()) // every setting is exported
 
 	writeFile(t, p, `{"tunneling":{"proxy":{"websocket":{"ping_period_ms":"1500","retry_delay_ms":100,"connect_retry_count":"2"},"tcp":{"connection_retry_count":"3"},"region_endpoint_overrides":{"xx-test-1":"relay.test"}}}}`)
 	c, err := ParseArgs([]string{"-t", "tok", "-r", "xx-test-1", "-s", "1", "--settings-json", p}, nil)
@@ -258,57 +259,6 @@ func TestSettingsExportRoundTrip(t *testing.T) {
 	writeFile(t, p, `{"tunneling":{"proxy":{"websocket":{"ping_period_ms":"often"}}}}`)
 	if _, err := ParseArgs([]string{"-t", "tok", "-e", "h", "-s", "1", "--settings-json", p}, nil); err == nil {
 		t.Error("bad settings value accepted")
-	}
-}
-
-func TestResolveServices(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "bad.ini"), "no equals sign\n")
-	writeFile(t, filepath.Join(dir, "map.ini"), "; services\nHTTP=8080\n[other]\nSSH=22\n")
-	tests := []struct {
-		name    string
-		mode    Mode
-		mapping map[string]string
-		files   []string
-		ids     []string
-		want    map[string]string
-		fail    bool
-	}{
-		{"same ids", ModeSource, map[string]string{"A": "1", "B": "2"}, nil, []string{"B", "A"}, map[string]string{"A": "1", "B": "2"}, false},
-		{"duplicates in the list count once", ModeSource, map[string]string{"A": "1"}, nil, []string{"A", "A"}, map[string]string{"A": "1"}, false},
-		{"extra service", ModeSource, map[string]string{"HTTP": "1"}, nil, []string{"HTTP", "EXTRA"}, nil, true},
-		{"missing service", ModeDestination, map[string]string{"HTTP": "1", "EXTRA": "2"}, nil, []string{"HTTP"}, nil, true},
-		{"disjoint", ModeSource, map[string]string{"HTTP": "1"}, nil, []string{"OTHER"}, nil, true},
-		{"unnamed adopts the only service", ModeSource, map[string]string{"": "5"}, nil, []string{"HTTP"}, map[string]string{"HTTP": "5"}, false},
-		{"unnamed with no services", ModeDestination, map[string]string{"": "5"}, nil, nil, map[string]string{"": "5"}, false},
-		{"unnamed with two services", ModeSource, map[string]string{"": "5"}, nil, []string{"A", "B"}, nil, true},
-		{"files for a destination", ModeDestination, nil, []string{filepath.Join(dir, "bad.ini"), filepath.Join(dir, "map.ini")}, []string{"HTTP"}, map[string]string{"HTTP": "8080"}, false},
-		{"files miss a destination service", ModeDestination, nil, []string{filepath.Join(dir, "map.ini")}, []string{"HTTP", "SSH"}, nil, true},
-		{"no mapping for a destination", ModeDestination, nil, nil, []string{"HTTP"}, nil, true},
-		{"source picks free ports", ModeSource, nil, []string{filepath.Join(dir, "map.ini")}, []string{"HTTP", "SSH"}, map[string]string{"HTTP": "8080", "SSH": "0"}, false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			e := &engine{cfg: Config{Mode: tc.mode, ConfigFiles: tc.files}, log: slog.New(slog.DiscardHandler), mapping: tc.mapping}
-			err := e.resolve(tc.ids)
-			if tc.fail {
-				if !errors.Is(err, ErrServiceMismatch) {
-					t.Fatalf("resolve = %v, want ErrServiceMismatch", err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			want(t, e.mapping, tc.want)
-			// A reconnect must bring the same services.
-			if err := e.resolve(tc.ids); err != nil {
-				t.Errorf("second resolve: %v", err)
-			}
-			if err := e.resolve(append(tc.ids, "NEW")); !errors.Is(err, ErrServiceMismatch) {
-				t.Errorf("changed services accepted: %v", err)
-			}
-		})
 	}
 }
 

@@ -2,7 +2,7 @@
 // proxy's boost::program_options setup: -t X, --access-token X,
 // --access-token=X, -tX, grouped switches and unique long prefixes.
 
-package localproxy
+package proxycli
 
 import (
 	"fmt"
