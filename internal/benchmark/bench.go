@@ -164,6 +164,9 @@ func Run(ctx context.Context, cfg Config) error {
 		b.bulkRows, b.rssRows, b.latencyRows, b.simultaneousRows, b.pageRows, b.idleRows,
 	} {
 		rows, err := step(ctx)
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: %w", ctx.Err())
+		}
 		if err != nil {
 			return err
 		}
