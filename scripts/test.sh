@@ -11,6 +11,10 @@ fi
 go vet ./...
 go test -race -count=1 -timeout 20m ./...
 
+# The bench, short: its figures are printed for the log, not asserted (its
+# own test asserts that every row is there).
+go run ./cmd/warren bench --quick
+
 # Fuzz each target briefly (the seed corpus already ran above as plain tests).
 fuzztime=${FUZZTIME:-10s}
 for target in $(grep -rl --include='*_test.go' '^func Fuzz' internal | xargs grep -ho '^func Fuzz[A-Za-z0-9_]*' | sort -u | sed 's/^func //'); do

@@ -1,6 +1,7 @@
 // Command warren is the Warren service (`warren serve`), its demo
-// (`warren demo`) and its admin commands (`warren open-tunnel`, ...).
-// It holds flags and wiring only.
+// (`warren demo`), its benchmark (`warren bench`), the local proxy
+// (`warren localproxy`, the same as the localproxy binary) and the admin
+// commands (`warren open-tunnel`, ...). It holds flags and wiring only.
 package main
 
 import (
@@ -10,6 +11,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,7 +21,9 @@ import (
 	"time"
 
 	"github.com/warrentunnel/warren/internal/admin"
+	"github.com/warrentunnel/warren/internal/benchmark"
 	"github.com/warrentunnel/warren/internal/demo"
+	"github.com/warrentunnel/warren/internal/proxycli"
 	"github.com/warrentunnel/warren/internal/server"
 )
 
@@ -39,6 +45,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args[1:], stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
+	case "localproxy":
+		stopDebug, err := startDebug()
+		if err != nil {
+			fmt.Fprintln(stderr, "warren localproxy:", err)
+			return 1
+		}
+		defer stopDebug()
+		return proxycli.Main(ctx, args[1:], os.Getenv, stdout, stderr)
+	case "bench-hop":
+		// A hop of `warren bench`'s floor chain; not for users.
+		return benchmark.HopMain(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-V":
 		fmt.Fprintln(stdout, "warren", version)
 		return 0
@@ -62,6 +81,8 @@ func usage(w io.Writer) {
 Service:
   serve      run the management API and the tunnel relay (see warren serve -h)
   demo       run a complete tunnel on loopback and time a page load through it
+  bench      measure the data path against direct TCP and a minimal TLS relay (see warren bench -h)
+  localproxy the local proxy (the localproxy binary's flags)
 
 Admin commands (AWS CLI flag names; endpoint, region, credentials and CA from the AWS environment):
   %s
@@ -103,6 +124,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Logger = log
+	stopDebug, err := startDebug()
+	if err != nil {
+		fmt.Fprintln(stderr, "warren serve:", err)
+		return 1
+	}
+	defer stopDebug()
 	srv, err := server.Open(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "warren serve:", err)
@@ -151,4 +178,69 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("warren bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg benchmark.Config
+	fs.BoolVar(&cfg.Quick, "quick", false, "a short run for CI: small sizes, one sample, 100 where the full run uses 1000")
+	fs.IntVar(&cfg.Samples, "samples", 0, "repetitions of each throughput and page-load figure, whose median is printed (default 3; 1 with --quick)")
+	fs.StringVar(&cfg.JSONPath, "json", "", "also write the table to this file as JSON")
+	fs.StringVar(&cfg.LocalProxy, "localproxy", "", "run this local proxy binary (e.g. the official one) instead of warren localproxy")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "warren bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "warren bench:", err)
+		return 1
+	}
+	cfg.Exe, cfg.Out, cfg.Progress = exe, stdout, stderr
+	if err := benchmark.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(stderr, "warren bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// startDebug serves net/http/pprof on the loopback address in
+// $WARREN_DEBUG_ADDR, when it is set: `warren bench` reads goroutine counts
+// there. The returned func stops it.
+func startDebug() (stop func(), err error) {
+	addr := os.Getenv(benchmark.DebugAddrEnv)
+	if addr == "" {
+		return func() {}, nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("%s=%q: want a loopback IP address and port", benchmark.DebugAddrEnv, addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", benchmark.DebugAddrEnv, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	return func() {
+		srv.Close()
+		<-done
+	}, nil
 }
