@@ -20,6 +20,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/warrentunnel/warren/internal/wsbatch"
 	"log/slog"
 	"net"
 	"net/http"
@@ -321,7 +322,8 @@ func (e *engine) connect(ctx context.Context) (*websocket.Conn, string, error) {
 	}
 	hostPort := net.JoinHostPort(host, strconv.Itoa(port))
 	d := websocket.Dialer{
-		NetDialContext:   (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		NetDialContext: (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second,
+			Control: wsbatch.BoundBuffers}).DialContext,
 		TLSClientConfig:  e.tls,
 		HandshakeTimeout: 30 * time.Second,
 		Subprotocols:     []string{e.cfg.Settings.Subprotocol},

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/warrentunnel/warren/internal/wsbatch"
 	"log/slog"
 	"net"
 	"net/http"
@@ -174,7 +175,10 @@ func (s *Server) Admin() tunnel.Account { return s.admin }
 
 // Start listens and serves in the background until Shutdown.
 func (s *Server) Start() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	// Bounded socket buffers keep the relay's queues in its own fair
+	// scheduler rather than in the kernel (the API's requests are small).
+	lc := net.ListenConfig{Control: wsbatch.BoundBuffers}
+	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

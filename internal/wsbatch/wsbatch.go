@@ -4,9 +4,12 @@
 // of small frames shares one message (one write, one TLS record), and a
 // large frame is a message of its own, written from its pooled buffer
 // rather than copied into a write buffer first where the library allows.
+// It also bounds the kernel buffers of the sockets under those WebSockets.
 package wsbatch
 
 import (
+	"syscall"
+
 	"github.com/gorilla/websocket"
 
 	"github.com/warrentunnel/warren/internal/framepool"
@@ -42,4 +45,28 @@ func Write(conn *websocket.Conn, batch []*framepool.Buf, small int) error {
 		}
 	}
 	return nil
+}
+
+// SocketBuffer is the kernel send and receive buffer size set on WebSocket
+// sockets (Linux doubles it). Left alone, the kernel grows a busy socket's
+// buffers to megabytes, a queue the fair scheduler cannot see: a keystroke
+// written behind them waits for all of it. This bound keeps loopback and
+// LAN throughput while keeping that wait to a millisecond or so.
+const SocketBuffer = 128 << 10
+
+// BoundBuffers is a net.Dialer or net.ListenConfig Control function that sets
+// SocketBuffer on a socket before it connects or listens (accepted sockets
+// inherit a listener's sizes).
+func BoundBuffers(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, SocketBuffer); serr != nil {
+			return
+		}
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, SocketBuffer)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
