@@ -188,6 +188,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&cfg.Samples, "samples", 0, "repetitions of each throughput and page-load figure, whose median is printed (default 3; 1 with --quick)")
 	fs.StringVar(&cfg.JSONPath, "json", "", "also write the table to this file as JSON")
 	fs.StringVar(&cfg.LocalProxy, "localproxy", "", "run this local proxy binary (e.g. the official one) instead of warren localproxy")
+	only := fs.String("only", "", "measure only these comma-separated groups of rows: bulk, rss, latency, simultaneous, page, idle")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -202,6 +203,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		fmt.Fprintln(stderr, "warren bench:", err)
 		return 1
+	}
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
 	}
 	cfg.Exe, cfg.Out, cfg.Progress = exe, stdout, stderr
 	if err := benchmark.Run(ctx, cfg); err != nil {

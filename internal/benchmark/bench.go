@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/warrentunnel/warren/internal/demo"
@@ -32,8 +33,11 @@ type Config struct {
 	Quick      bool   // a short run for CI: small sizes, few samples, every row
 	Samples    int    // repetitions of each throughput and page figure (0: 3, or 1 with Quick)
 	JSONPath   string // also write the table here as JSON
-	Out        io.Writer
-	Progress   io.Writer
+	// Only names the groups of rows to measure (bulk, rss, latency,
+	// simultaneous, page, idle); empty measures all.
+	Only     []string
+	Out      io.Writer
+	Progress io.Writer
 }
 
 // sizes of one run's workloads.
@@ -160,10 +164,17 @@ func Run(ctx context.Context, cfg Config) error {
 	b.warren = path{name: "warren", bulk: b.w.sources["BULK"], echo: b.w.sources["ECHO"], page: b.w.sources["HTTP"], procs: b.w.procs()}
 
 	t := &Table{Quick: cfg.Quick}
-	for _, step := range []func(context.Context) ([]Row, error){
-		b.bulkRows, b.rssRows, b.latencyRows, b.simultaneousRows, b.pageRows, b.idleRows,
+	for _, step := range []struct {
+		group string
+		rows  func(context.Context) ([]Row, error)
+	}{
+		{"bulk", b.bulkRows}, {"rss", b.rssRows}, {"latency", b.latencyRows},
+		{"simultaneous", b.simultaneousRows}, {"page", b.pageRows}, {"idle", b.idleRows},
 	} {
-		rows, err := step(ctx)
+		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, step.group) {
+			continue
+		}
+		rows, err := step.rows(ctx)
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted: %w", ctx.Err())
 		}
