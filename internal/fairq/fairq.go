@@ -72,7 +72,8 @@ type Queue struct {
 	epoch  uint64
 	tail   int // queued DATA frames of the current epoch
 	ctl    ring[item]
-	booked int // control slots reserved by ReserveControl
+	booked int  // control slots reserved by ReserveControl
+	busy   bool // a batch is taken and being written
 
 	ready chan struct{}
 	space chan struct{} // closed when room frees up; nil while nobody waits
@@ -216,8 +217,10 @@ func (q *Queue) PushControlWait(ctx context.Context, buf *framepool.Buf) error {
 }
 
 // Take waits for queued frames and appends up to about max bytes of them to
-// dst, in the order they must leave (at least one frame). It returns
-// ErrClosed once the queue is closed, or ctx's error.
+// dst, in the order they must leave (at least one frame). The caller writes
+// them and then calls Release; until then nobody else may take a batch, so
+// batches are written in the order they were taken. It returns ErrClosed
+// once the queue is closed, or ctx's error, with dst unchanged.
 func (q *Queue) Take(ctx context.Context, dst []*framepool.Buf, max int) ([]*framepool.Buf, error) {
 	for {
 		q.mu.Lock()
@@ -225,21 +228,9 @@ func (q *Queue) Take(ctx context.Context, dst []*framepool.Buf, max int) ([]*fra
 			q.mu.Unlock()
 			return dst, ErrClosed
 		}
-		n := 0
 		start := len(dst)
-		for n < max {
-			if q.ctl.len() > 0 && q.ctl.front().before == 0 {
-				it := q.ctl.pop()
-				dst = append(dst, it.buf)
-				n += len(it.buf.B)
-				continue
-			}
-			buf := q.next()
-			if buf == nil {
-				break
-			}
-			dst = append(dst, buf)
-			n += len(buf.B)
+		if !q.busy {
+			dst = q.takeBatch(dst, max)
 		}
 		q.mu.Unlock()
 		if len(dst) > start {
@@ -251,6 +242,47 @@ func (q *Queue) Take(ctx context.Context, dst []*framepool.Buf, max int) ([]*fra
 			return dst, ctx.Err()
 		}
 	}
+}
+
+// TakeIfIdle is Take without waiting: it takes a batch only if frames are
+// waiting and nobody is writing. A producer that has just pushed a frame
+// calls it to write the frame itself instead of waking the writer, which
+// saves a goroutine switch on every hop of a round trip.
+func (q *Queue) TakeIfIdle(dst []*framepool.Buf, max int) ([]*framepool.Buf, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || q.busy {
+		return dst, false
+	}
+	start := len(dst)
+	dst = q.takeBatch(dst, max)
+	return dst, len(dst) > start
+}
+
+// takeBatch appends up to about max bytes of frames to dst, in the order
+// they must leave, and marks the queue busy if it took any. Call with q.mu
+// held.
+func (q *Queue) takeBatch(dst []*framepool.Buf, max int) []*framepool.Buf {
+	n := 0
+	start := len(dst)
+	for n < max {
+		if q.ctl.len() > 0 && q.ctl.front().before == 0 {
+			it := q.ctl.pop()
+			dst = append(dst, it.buf)
+			n += len(it.buf.B)
+			continue
+		}
+		buf := q.next()
+		if buf == nil {
+			break
+		}
+		dst = append(dst, buf)
+		n += len(buf.B)
+	}
+	if len(dst) > start {
+		q.busy = true
+	}
+	return dst
 }
 
 // next takes the next DATA frame in deficit round robin among the flows
@@ -317,8 +349,9 @@ func (q *Queue) serve(list *ring[*flow], i int, f *flow) *framepool.Buf {
 	return it.buf
 }
 
-// Release frees frames that Take returned, once they are written (or will
-// not be), and makes their room available.
+// Release frees a batch that Take or TakeIfIdle returned, once it is
+// written (or will not be), makes its room available and lets the next
+// batch be taken.
 func (q *Queue) Release(bufs []*framepool.Buf) {
 	n := 0
 	for i, b := range bufs {
@@ -328,7 +361,11 @@ func (q *Queue) Release(bufs []*framepool.Buf) {
 	}
 	q.mu.Lock()
 	q.used -= n
+	q.busy = false
 	q.roomFreed()
+	if len(q.flows) > 0 || q.ctl.len() > 0 {
+		q.wake()
+	}
 	q.mu.Unlock()
 }
 

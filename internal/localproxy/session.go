@@ -174,12 +174,14 @@ func (s *session) shutdown() {
 }
 
 // sendData queues a connection's DATA frame for the relay, waiting for
-// room; false if the session is over (f is then freed).
-func (s *session) sendData(flow uint64, f *framepool.Buf) bool {
+// room, and writes what waits if nobody else is writing; false if the
+// session is over (f is then freed). scratch is the caller's batch buffer.
+func (s *session) sendData(flow uint64, f *framepool.Buf, scratch *[]*framepool.Buf) bool {
 	if err := s.q.Push(s.ctx, flow, f); err != nil {
 		f.Free()
 		return false
 	}
+	s.flush(scratch)
 	return true
 }
 
@@ -188,6 +190,36 @@ func (s *session) sendData(flow uint64, f *framepool.Buf) bool {
 func (s *session) sendControl(f *framepool.Buf) bool {
 	if err := s.q.PushControlWait(s.ctx, f); err != nil {
 		f.Free()
+		return false
+	}
+	s.flush(nil)
+	return true
+}
+
+// flush writes what waits in the send queue from the calling goroutine,
+// unless the writer (or another flush) is writing: a frame that finds the
+// WebSocket idle leaves at once, without a goroutine switch.
+func (s *session) flush(scratch *[]*framepool.Buf) {
+	var batch []*framepool.Buf
+	if scratch != nil {
+		batch = (*scratch)[:0]
+	}
+	batch, ok := s.q.TakeIfIdle(batch, wsbatch.MaxMessage)
+	if ok {
+		s.write(batch)
+	}
+	if scratch != nil {
+		*scratch = batch[:0]
+	}
+}
+
+// write writes a batch taken from the send queue and releases it.
+func (s *session) write(batch []*framepool.Buf) bool {
+	_ = s.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	err := wsbatch.Write(s.ws, batch, smallFrame)
+	s.q.Release(batch)
+	if err != nil {
+		s.cancel(fmt.Errorf("write to relay: %w", err))
 		return false
 	}
 	return true
@@ -202,15 +234,7 @@ func (s *session) writeLoop() {
 	for {
 		var err error
 		batch, err = s.q.Take(s.ctx, batch[:0], wsbatch.MaxMessage)
-		if err != nil {
-			s.q.Release(batch)
-			return
-		}
-		_ = s.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-		err = wsbatch.Write(s.ws, batch, smallFrame)
-		s.q.Release(batch)
-		if err != nil {
-			s.cancel(fmt.Errorf("write to relay: %w", err))
+		if err != nil || !s.write(batch) {
 			return
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -34,6 +35,12 @@ type peer struct {
 	// registered; mu orders that with stop.
 	mu   sync.Mutex
 	conn *websocket.Conn
+
+	// writable is set once conn is attached and the write loop runs: from
+	// then on the other peer's reader may write to conn itself (flush).
+	writable atomic.Bool
+	// batch is the reader's scratch for flushing the other peer's queue.
+	batch []*framepool.Buf
 
 	// q holds the frames waiting for the write loop, bounded in bytes. A
 	// full queue blocks the other peer's reader: backpressure instead of
@@ -250,6 +257,7 @@ func (p *peer) forward(f *framepool.Buf, m *wire.Message) error {
 	switch {
 	case err == nil:
 		p.r.stats.forwardedFrames.Add(1)
+		p.batch = other.flush(p.batch)
 		return nil
 	case errors.Is(err, fairq.ErrClosed):
 		f.Free()
@@ -305,7 +313,6 @@ func (p *peer) writeLoop() {
 		var err error
 		batch, err = p.q.Take(p.ctx, batch[:0], wire.MaxWebSocketMessage)
 		if err != nil {
-			p.q.Release(batch)
 			p.finish()
 			return
 		}
@@ -316,6 +323,25 @@ func (p *peer) writeLoop() {
 			return
 		}
 	}
+}
+
+// flush writes what waits in p's queue from the calling goroutine (the
+// other peer's reader, which has just queued a frame), unless p's write
+// loop or another flush is writing. It returns scratch for reuse.
+func (p *peer) flush(scratch []*framepool.Buf) []*framepool.Buf {
+	if !p.writable.Load() {
+		return scratch
+	}
+	batch, ok := p.q.TakeIfIdle(scratch[:0], wire.MaxWebSocketMessage)
+	if !ok {
+		return batch
+	}
+	err := p.writeBatch(batch)
+	p.q.Release(batch)
+	if err != nil {
+		p.stop(0, "")
+	}
+	return batch[:0]
 }
 
 // writeBatch writes frames as WebSocket messages (the official proxy does

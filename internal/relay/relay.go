@@ -235,6 +235,7 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 	p.attach(conn)
 	r.wg.Add(1)
 	go p.writeLoop()
+	p.writable.Store(true)
 	p.log.Info("relay: peer connected", "subprotocol", h.subprotocol, "client_token", h.clientToken != "", "remote", req.RemoteAddr)
 	return p, nil
 }

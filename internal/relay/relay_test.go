@@ -584,8 +584,13 @@ func TestBackpressure(t *testing.T) {
 	}()
 
 	dp := e.relay.lookup(tn.ID).peer(destinationSide)
-	eventually(t, "the destination's queue to fill and the source's reader to stall", func() bool {
-		return dp.q.Used() >= queue-framepool.LargeSize
+	last := int64(-1)
+	eventually(t, "the source to stall", func() bool {
+		time.Sleep(100 * time.Millisecond)
+		n := written.Load()
+		stalled := n == last
+		last = n
+		return stalled
 	})
 	if used := dp.q.Used(); used > queue+framepool.LargeSize {
 		t.Fatalf("the queue holds %d bytes, more than its %d and one frame", used, queue)
