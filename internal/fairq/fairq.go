@@ -75,9 +75,20 @@ type Queue struct {
 	booked int  // control slots reserved by ReserveControl
 	busy   bool // a batch is taken and being written
 
-	ready chan struct{}
-	space chan struct{} // closed when room frees up; nil while nobody waits
+	ready   chan struct{}
+	waiters ring[*waiter] // producers waiting for room, oldest first
 }
+
+// waiter is a producer waiting for room: for a DATA frame of cost bytes
+// in flow key, or (control) for a control slot.
+type waiter struct {
+	ch      chan struct{} // signalled once when room was found for it
+	key     uint64
+	cost    int
+	control bool
+}
+
+var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
 
 // New returns an empty queue.
 func New(cfg Config) *Queue {
@@ -92,28 +103,75 @@ func (q *Queue) wake() {
 	}
 }
 
-// waitSpace releases q.mu, waits for a change in room or ctx, and retakes
-// q.mu.
-func (q *Queue) waitSpace(ctx context.Context) error {
-	if q.space == nil {
-		q.space = make(chan struct{})
+// fits reports whether a DATA frame of cost bytes for flow key may be
+// queued now, given extra bytes already promised to woken waiters.
+func (q *Queue) fits(key uint64, cost, extra int) bool {
+	used := q.used + extra
+	flowBytes := 0
+	if f := q.flows[key]; f != nil {
+		flowBytes = f.bytes
 	}
-	ch := q.space
+	return (used == 0 || used+cost <= q.cfg.Budget) && (flowBytes == 0 || flowBytes+cost <= q.cfg.FlowMax)
+}
+
+func (q *Queue) controlFits(extra int) bool { return q.ctl.len()+q.booked+extra < q.cfg.Control }
+
+// wait releases q.mu, waits until roomFreed finds room for w (or ctx is
+// done), and retakes q.mu. Waiters are woken one by one, oldest first, and
+// only when their frame fits: a freed frame wakes one producer, not all.
+func (q *Queue) wait(ctx context.Context, key uint64, cost int, control bool) error {
+	w := waiters.Get().(*waiter)
+	w.key, w.cost, w.control = key, cost, control
+	q.waiters.push(w)
 	q.mu.Unlock()
 	var err error
 	select {
-	case <-ch:
+	case <-w.ch:
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
 	q.mu.Lock()
+	if err != nil {
+		// Leave the list, unless roomFreed already took us off it.
+		for i := range q.waiters.len() {
+			if q.waiters.at(i) == w {
+				q.waiters.removeAt(i)
+				break
+			}
+		}
+		select {
+		case <-w.ch:
+			q.roomFreed() // the room we were given goes to the next
+		default:
+		}
+	}
+	waiters.Put(w)
 	return err
 }
 
+// roomFreed wakes the waiters whose frames now fit, oldest first. Call with
+// q.mu held.
 func (q *Queue) roomFreed() {
-	if q.space != nil {
-		close(q.space)
-		q.space = nil
+	extra, extraCtl := 0, 0
+	for i := 0; i < q.waiters.len(); {
+		w := q.waiters.at(i)
+		ok := q.closed
+		if !ok && w.control {
+			ok = q.controlFits(extraCtl)
+		} else if !ok {
+			ok = q.fits(w.key, w.cost, extra)
+		}
+		if !ok {
+			i++
+			continue
+		}
+		q.waiters.removeAt(i)
+		if w.control {
+			extraCtl++
+		} else {
+			extra += w.cost
+		}
+		w.ch <- struct{}{}
 	}
 }
 
@@ -127,18 +185,20 @@ func (q *Queue) Push(ctx context.Context, key uint64, buf *framepool.Buf) error 
 		if q.closed {
 			return ErrClosed
 		}
-		f := q.flows[key]
-		flowBytes := 0
-		if f != nil {
-			flowBytes = f.bytes
-		}
-		if (q.used == 0 || q.used+cost <= q.cfg.Budget) && (flowBytes == 0 || flowBytes+cost <= q.cfg.FlowMax) {
+		if q.fits(key, cost, 0) {
 			break
 		}
-		if err := q.waitSpace(ctx); err != nil {
+		if err := q.wait(ctx, key, cost, false); err != nil {
 			return err
 		}
 	}
+	q.add(key, buf)
+	return nil
+}
+
+// add queues buf in flow key. Call with q.mu held.
+func (q *Queue) add(key uint64, buf *framepool.Buf) {
+	cost := buf.Cost()
 	f := q.flows[key]
 	if f == nil {
 		if n := len(q.spare); n > 0 {
@@ -159,6 +219,19 @@ func (q *Queue) Push(ctx context.Context, key uint64, buf *framepool.Buf) error 
 		q.newFl.push(f)
 	}
 	q.wake()
+}
+
+// PushNoWait queues a small DATA-like frame of flow key at once, beyond
+// the queue's and the flow's bounds: for frames whose number the caller
+// bounds itself (window updates, at most a few per connection), sent from
+// goroutines that must never wait on the writer.
+func (q *Queue) PushNoWait(key uint64, buf *framepool.Buf) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrClosed
+	}
+	q.add(key, buf)
 	return nil
 }
 
@@ -172,11 +245,11 @@ func (q *Queue) ReserveControl(ctx context.Context) error {
 		if q.closed {
 			return ErrClosed
 		}
-		if q.ctl.len()+q.booked < q.cfg.Control {
+		if q.controlFits(0) {
 			q.booked++
 			return nil
 		}
-		if err := q.waitSpace(ctx); err != nil {
+		if err := q.wait(ctx, 0, 0, true); err != nil {
 			return err
 		}
 	}

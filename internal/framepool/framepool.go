@@ -16,10 +16,12 @@ import (
 )
 
 // Size classes. Large holds any frame, and a payload of wire.MaxPayload with
-// wire.HeaderRoom before it and a tail (service id, connection id) after.
+// wire.HeaderRoom before it and a tail (service id, connection id) after; a
+// frame never takes a buffer more than 8 times its size.
 const (
-	SmallSize = 2 << 10
-	LargeSize = wire.HeaderRoom + wire.MaxPayload + 1024
+	SmallSize  = 2 << 10
+	MediumSize = 17 << 10
+	LargeSize  = wire.HeaderRoom + wire.MaxPayload + 1024
 )
 
 // Buf is a pooled buffer. B is the part in use (a frame, usually); Mem is
@@ -33,20 +35,23 @@ type Buf struct {
 }
 
 var (
-	small = sync.Pool{New: func() any { return &Buf{Mem: make([]byte, SmallSize)} }}
-	large = sync.Pool{New: func() any { return &Buf{Mem: make([]byte, LargeSize)} }}
+	small  = sync.Pool{New: func() any { return &Buf{Mem: make([]byte, SmallSize)} }}
+	medium = sync.Pool{New: func() any { return &Buf{Mem: make([]byte, MediumSize)} }}
+	large  = sync.Pool{New: func() any { return &Buf{Mem: make([]byte, LargeSize)} }}
 )
 
 // Get returns a buffer of at least n bytes (n <= LargeSize), with B empty.
 func Get(n int) *Buf {
 	var b *Buf
-	if n <= SmallSize {
+	switch {
+	case n <= SmallSize:
 		b = small.Get().(*Buf)
-	} else {
-		if n > LargeSize {
-			panic("framepool: buffer larger than a frame")
-		}
+	case n <= MediumSize:
+		b = medium.Get().(*Buf)
+	case n <= LargeSize:
 		b = large.Get().(*Buf)
+	default:
+		panic("framepool: buffer larger than a frame")
 	}
 	b.B = b.Mem[:0]
 	return b
@@ -58,9 +63,12 @@ func (b *Buf) Cost() int { return cap(b.Mem) }
 // Free returns b to its pool.
 func (b *Buf) Free() {
 	b.B, b.Payload = nil, nil
-	if cap(b.Mem) == SmallSize {
+	switch cap(b.Mem) {
+	case SmallSize:
 		small.Put(b)
-	} else {
+	case MediumSize:
+		medium.Put(b)
+	default:
 		large.Put(b)
 	}
 }

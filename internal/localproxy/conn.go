@@ -2,6 +2,7 @@ package localproxy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -60,7 +61,21 @@ type localConn struct {
 	wn    int
 	wfail error
 
-	mu        sync.Mutex
+	// opened wakes a reader waiting for the peer's window to open.
+	opened chan struct{}
+
+	mu sync.Mutex
+	// What this connection sends: once the peer announced a window, at
+	// most avail more bytes (sent counts every byte read from the socket).
+	windowed bool
+	avail    int64
+	sent     int64
+	unacked  int // bytes written to the socket not yet announced to the peer
+	// announced: this side told the peer its window (a source does at once;
+	// a destination only once the source has shown it knows windows, so an
+	// official source never sees a window update).
+	announced bool
+
 	nc        net.Conn // nil while a destination is still dialing
 	aborted   bool
 	silent    bool // the stream is gone: never send a reset for this connection
@@ -77,6 +92,7 @@ func (s *session) newConn(service string, st *stream, connID uint32) *localConn 
 		key:      st.key(connID),
 		fmt:      st.fmt,
 		in:       newInbox(s.set.QueueBytes),
+		opened:   make(chan struct{}, 1),
 	}
 	if !st.fmt.conn {
 		lc.connID = 0
@@ -106,6 +122,21 @@ func frameMessage(t wire.Type, streamID int32, svc string, connID uint32, f fram
 		m.ConnectionID = connID
 	}
 	return m
+}
+
+// windowFrame encodes a window update of inc bytes for this connection.
+func (lc *localConn) windowFrame(inc int) *framepool.Buf {
+	m := frameMessage(wire.TypeWindowUpdate, lc.streamID, lc.wireSvc, lc.connID, lc.fmt)
+	m.Ignorable = true
+	b := framepool.Get(framepool.SmallSize)
+	p := b.Mem[wire.HeaderRoom : wire.HeaderRoom+4]
+	binary.BigEndian.PutUint32(p, uint32(inc))
+	frame, err := wire.FrameAround(b.Mem, wire.HeaderRoom, 4, &m)
+	if err != nil {
+		panic("localproxy: " + err.Error()) // a short frame always fits
+	}
+	b.B = frame
+	return b
 }
 
 // encodeFrame encodes a frame without payload into a pooled buffer.
@@ -161,11 +192,27 @@ func (lc *localConn) start(nc net.Conn) {
 func (lc *localConn) readLoop() {
 	defer lc.exit()
 	r := newSocketReader(lc.nc)
+	r.limit = lc.credit
 	var batch []*framepool.Buf
 	for {
-		f, err := r.readFrame(lc.s.set.MaxPayload, &lc.dataMsg)
-		if f != nil && !lc.s.sendData(lc.flow, f, &batch) {
-			return // the session is over
+		max := lc.waitCredit()
+		if max == 0 {
+			if lc.s.ctx.Err() != nil {
+				return // the session is over
+			}
+			lc.sendReset()
+			lc.abort(false)
+			return
+		}
+		f, err := r.readFrame(max, &lc.dataMsg)
+		if errors.Is(err, errNoCredit) {
+			continue
+		}
+		if f != nil {
+			lc.spent(len(f.Payload))
+			if !lc.s.sendData(lc.flow, f, &batch) {
+				return // the session is over
+			}
 		}
 		if err == nil {
 			continue
@@ -208,7 +255,7 @@ func (lc *localConn) writeLoop() {
 			}
 			// WriteTo consumes its receiver; keep vec's array for reuse.
 			nb := vec
-			_, err := nb.WriteTo(lc.nc)
+			n, err := nb.WriteTo(lc.nc)
 			lc.in.release(frames)
 			if err != nil {
 				if !lc.isAborted() {
@@ -217,6 +264,7 @@ func (lc *localConn) writeLoop() {
 				lc.abort(false)
 				return
 			}
+			lc.consumed(int(n), true)
 			continue
 		}
 		switch state {
@@ -275,6 +323,7 @@ func (lc *localConn) abort(silent bool) {
 	lc.aborted = true
 	nc := lc.nc
 	lc.mu.Unlock()
+	wake(lc.opened)
 	lc.in.abort()
 	if nc != nil {
 		nc.Close()
@@ -335,8 +384,10 @@ func (lc *localConn) writeNow(f *framepool.Buf) bool {
 		return true
 	case lc.wn == len(f.Payload):
 		f.Free()
+		lc.consumed(lc.wn, false)
 		return true
 	}
+	lc.consumed(lc.wn, false)
 	f.Payload = f.Payload[lc.wn:]
 	return false
 }
@@ -358,6 +409,96 @@ func (lc *localConn) writeRaw(fd uintptr) bool {
 		lc.wn += n
 	}
 	return true
+}
+
+// announceWindow tells the peer this connection's window, once, right
+// after its start (the queue keeps the order); it never waits.
+func (lc *localConn) announceWindow() {
+	w := lc.s.set.Window
+	if w <= 0 {
+		return
+	}
+	lc.mu.Lock()
+	first := !lc.announced
+	lc.announced = true
+	lc.mu.Unlock()
+	if first {
+		lc.s.sendWindow(lc, w, false)
+	}
+}
+
+// credit returns how many bytes the peer's window lets this connection
+// send now (at most MaxPayload; 0 when the window is closed or the
+// connection aborted). A peer that never announced a window does not limit.
+func (lc *localConn) credit() int {
+	most := lc.s.set.MaxPayload
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	switch {
+	case lc.aborted:
+		return 0
+	case !lc.windowed:
+		return most
+	}
+	return int(min(max(lc.avail, 0), int64(most)))
+}
+
+// waitCredit waits until the peer's window lets this connection send, and
+// returns how many bytes it may read now (0: the connection or the session
+// ended meanwhile).
+func (lc *localConn) waitCredit() int {
+	for {
+		if n := lc.credit(); n > 0 || lc.isAborted() {
+			return n
+		}
+		select {
+		case <-lc.opened:
+		case <-lc.s.ctx.Done():
+			return 0
+		}
+	}
+}
+
+// spent counts n bytes read from the socket against the peer's window.
+func (lc *localConn) spent(n int) {
+	lc.mu.Lock()
+	lc.sent += int64(n)
+	lc.avail -= int64(n)
+	lc.mu.Unlock()
+}
+
+// addCredit takes a window update from the peer: the first turns windows
+// on for this connection (what was sent before it counts against it).
+func (lc *localConn) addCredit(inc uint32) {
+	lc.mu.Lock()
+	if !lc.windowed {
+		lc.windowed = true
+		lc.avail = -lc.sent
+	}
+	lc.avail += int64(inc)
+	lc.mu.Unlock()
+	wake(lc.opened)
+}
+
+// consumed counts n bytes written to the local socket and, every half
+// window, tells the peer it may send that much more. mayWait is false on
+// the tunnel reader, which must never wait on the writer: the update is
+// then queued past the send queue's bounds (there are at most a few per
+// connection in flight, since the peer sends no more than its window).
+func (lc *localConn) consumed(n int, mayWait bool) {
+	if lc.s.set.Window < 0 || n == 0 {
+		return
+	}
+	lc.mu.Lock()
+	lc.unacked += n
+	inc := 0
+	if lc.announced && lc.unacked >= lc.s.set.Window/2 {
+		inc, lc.unacked = lc.unacked, 0
+	}
+	lc.mu.Unlock()
+	if inc > 0 {
+		lc.s.sendWindow(lc, inc, mayWait)
+	}
 }
 
 // peerReset handles the peer's end of the connection.
@@ -398,7 +539,8 @@ var (
 )
 
 // inbox is a connection's queue from the tunnel to its socket, bounded in
-// the memory its frames hold.
+// payload bytes: what a window promises a peer. Frames sit in buffers of
+// their size class, so the memory is at most a few times that.
 type inbox struct {
 	max   int
 	ready chan struct{} // wakes the writer
@@ -406,7 +548,7 @@ type inbox struct {
 
 	mu     sync.Mutex
 	frames []*framepool.Buf
-	n      int // memory of queued frames, including those being written
+	n      int // payload bytes queued, including those being written
 	state  int
 }
 
@@ -431,9 +573,9 @@ func (q *inbox) push(ctx context.Context, f *framepool.Buf, stall time.Duration)
 			q.mu.Unlock()
 			return errQueueDone
 		}
-		if q.n == 0 || q.n+f.Cost() <= q.max {
+		if q.n == 0 || q.n+len(f.Payload) <= q.max {
 			q.frames = append(q.frames, f)
-			q.n += f.Cost()
+			q.n += len(f.Payload)
 			q.mu.Unlock()
 			wake(q.ready)
 			return nil
@@ -489,7 +631,7 @@ func (q *inbox) take(dst []*framepool.Buf) ([]*framepool.Buf, int) {
 func (q *inbox) release(frames []*framepool.Buf) {
 	n := 0
 	for i, f := range frames {
-		n += f.Cost()
+		n += len(f.Payload)
 		f.Free()
 		frames[i] = nil
 	}
@@ -515,7 +657,7 @@ func (q *inbox) abort() {
 	q.mu.Lock()
 	q.state = stateAborted
 	for _, f := range q.frames {
-		q.n -= f.Cost()
+		q.n -= len(f.Payload)
 		f.Free()
 	}
 	clear(q.frames)

@@ -487,3 +487,74 @@ func TestNewLogger(t *testing.T) {
 		t.Errorf("-v 0 logged %q", buf.String())
 	}
 }
+
+// A destination sends window updates only to a source that sent one first:
+// an official source never sees one. Once the source announces its window,
+// the destination answers with its own, and keeps what it sends within the
+// source's window until the source's updates open it again.
+func TestDestinationWindows(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	r := newTestRelay(t, "HTTP")
+	d := startProxy(t, r.proxyConfig(ModeDestination, map[string]string{"HTTP": ln.Addr().String()}))
+	d.addrs(t)
+
+	// An official source: no window updates either way.
+	r.send("destination", wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "HTTP", ConnectionID: 1})
+	c1 := <-accepted
+	defer c1.Close()
+	c1.Write([]byte("hello"))
+	r.waitFor("DATA of connection 1", func() bool { return len(r.frames) > 0 })
+	r.mu.Lock()
+	n := len(r.windows)
+	r.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("the destination sent %d window updates to a source that sent none", n)
+	}
+
+	// A Warren source announces a window of 1000 bytes for connection 2.
+	r.send("destination", wire.Message{Type: wire.TypeConnectionStart, StreamID: 1, ServiceID: "HTTP", ConnectionID: 2})
+	r.send("destination", wire.Message{Type: wire.TypeWindowUpdate, Ignorable: true, StreamID: 1, ServiceID: "HTTP", ConnectionID: 2, Payload: []byte{0, 0, 0x03, 0xe8}})
+	c2 := <-accepted
+	defer c2.Close()
+	r.waitFor("the destination's own window update", func() bool { return len(r.windows) == 1 })
+	r.mu.Lock()
+	w := r.windows[0]
+	r.mu.Unlock()
+	if w.msg.ConnectionID != 2 || !w.msg.Ignorable || w.payload != 4 {
+		t.Fatalf("window update %v", w)
+	}
+	sentOn2 := func() int { // with r.mu held
+		n := 0
+		for _, f := range r.frames {
+			if f.msg.Type == wire.TypeData && f.msg.ConnectionID == 2 {
+				n += f.payload
+			}
+		}
+		return n
+	}
+	c2.Write(make([]byte, 5000))
+	r.waitFor("1000 bytes of connection 2", func() bool { return sentOn2() == 1000 })
+	time.Sleep(100 * time.Millisecond)
+	r.mu.Lock()
+	got := sentOn2()
+	r.mu.Unlock()
+	if got != 1000 {
+		t.Fatalf("the destination sent %d bytes in a window of 1000", got)
+	}
+	r.send("destination", wire.Message{Type: wire.TypeWindowUpdate, Ignorable: true, StreamID: 1, ServiceID: "HTTP", ConnectionID: 2, Payload: []byte{0, 0, 0x0f, 0xa0}})
+	r.waitFor("the rest once the window opened", func() bool { return sentOn2() == 5000 })
+}

@@ -42,8 +42,9 @@ type testRelay struct {
 	conns         int
 	handshakes    []handshake
 	frames        []recFrame
-	pings         []string // payloads of pings from proxies
-	pongs         []string // payloads of pongs from proxies
+	windows       []recFrame // window updates
+	pings         []string   // payloads of pings from proxies
+	pongs         []string   // payloads of pongs from proxies
 	closed        map[string]int
 	changed       chan struct{}
 	wg            sync.WaitGroup
@@ -237,6 +238,13 @@ func (r *testRelay) readLoop(p *relayPeer) {
 				break
 			}
 			f := recFrame{mode: p.mode, conn: p.conn, msg: m, payload: len(m.Payload)}
+			if m.Type == wire.TypeWindowUpdate {
+				// Warren's extension, checked on its own: the other frames
+				// are compared with what the official proxy sends.
+				f.raw = bytes.Clone(raw)
+				r.windows = append(r.windows, f)
+				continue
+			}
 			f.msg.Payload = nil
 			if m.Type != wire.TypeData {
 				f.raw = bytes.Clone(raw)

@@ -2,6 +2,7 @@ package localproxy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -194,6 +195,19 @@ func (s *session) sendControl(f *framepool.Buf) bool {
 	}
 	s.flush(nil)
 	return true
+}
+
+// sendWindow queues a window update for lc; only a caller that may wait on
+// the writer (not the tunnel reader) writes it at once.
+func (s *session) sendWindow(lc *localConn, inc int, mayWait bool) {
+	f := lc.windowFrame(inc)
+	if err := s.q.PushNoWait(lc.flow, f); err != nil {
+		f.Free()
+		return
+	}
+	if mayWait {
+		s.flush(nil)
+	}
 }
 
 // flush writes what waits in the send queue from the calling goroutine,
@@ -424,6 +438,11 @@ func (s *session) dispatch(f *framepool.Buf, m *wire.Message) {
 		s.resetAll()
 	case wire.TypeServiceIDs:
 		s.log.Debug("SERVICE_IDS again; ignored", "ids", m.AvailableServiceIDs)
+	case wire.TypeWindowUpdate:
+		if lc := s.lookup(m); lc != nil && len(m.Payload) == 4 {
+			lc.addCredit(binary.BigEndian.Uint32(m.Payload))
+			lc.announceWindow() // a destination answers in kind
+		}
 	default:
 		if !m.Ignorable {
 			s.log.Warn("unknown message type ignored", "type", m.Type)

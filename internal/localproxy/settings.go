@@ -38,6 +38,14 @@ type Settings struct {
 	// socket to take some, then resets that connection.
 	QueueBytes   int
 	StallTimeout time.Duration
+
+	// Window is how many payload bytes a peer may send one connection ahead
+	// of what this side has written to its socket (tcp.window_size, Warren's
+	// own key). It is announced to the peer with Warren's window updates,
+	// which a Warren peer obeys and the official proxy ignores, so that a
+	// slow local application slows only its own connection, not the tunnel.
+	// 0 is three quarters of QueueBytes; -1 sends no window updates.
+	Window int
 }
 
 // DefaultSettings returns the settings used when nothing overrides them.
@@ -99,6 +107,9 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.StallTimeout <= 0 {
 		s.StallTimeout = d.StallTimeout
+	}
+	if s.Window == 0 || s.Window > s.QueueBytes {
+		s.Window = s.QueueBytes * 3 / 4
 	}
 	return s
 }

@@ -1,6 +1,7 @@
 package localproxy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -24,7 +25,14 @@ type socketReader struct {
 	n   int
 	err error
 	max int
+	// limit, if set, is asked when the socket is readable how much may be
+	// read now (the peer's window may have closed while we waited); 0 makes
+	// readFrame return errNoCredit without reading.
+	limit func() int
 }
+
+// errNoCredit: the peer's window closed while the socket became readable.
+var errNoCredit = errors.New("no window to send in")
 
 func newSocketReader(nc net.Conn) *socketReader {
 	r := &socketReader{nc: nc}
@@ -68,6 +76,14 @@ func (r *socketReader) readFrame(max int, m *wire.Message) (*framepool.Buf, erro
 
 // readRaw is the RawConn callback: false asks to wait for readability.
 func (r *socketReader) readRaw(fd uintptr) bool {
+	if r.limit != nil {
+		if m := r.limit(); m == 0 {
+			r.f, r.n, r.err = nil, 0, errNoCredit
+			return true
+		} else if m < r.max {
+			r.max = m
+		}
+	}
 	f := framepool.Get(framepool.LargeSize)
 	for {
 		n, err := syscall.Read(int(fd), f.Mem[wire.HeaderRoom:wire.HeaderRoom+r.max])
@@ -91,13 +107,13 @@ func (r *socketReader) readRaw(fd uintptr) bool {
 }
 
 // finishFrame completes the frame around the n payload bytes in f, moving
-// a short payload to a small buffer.
+// a short payload to a smaller buffer.
 func finishFrame(f *framepool.Buf, n int, m *wire.Message) *framepool.Buf {
-	if wire.HeaderRoom+n+wire.TailSize(m) <= framepool.SmallSize {
-		small := framepool.Get(framepool.SmallSize)
-		copy(small.Mem[wire.HeaderRoom:], f.Mem[wire.HeaderRoom:wire.HeaderRoom+n])
+	if size := wire.HeaderRoom + n + wire.TailSize(m); size <= framepool.MediumSize {
+		fit := framepool.Get(size)
+		copy(fit.Mem[wire.HeaderRoom:], f.Mem[wire.HeaderRoom:wire.HeaderRoom+n])
 		f.Free()
-		f = small
+		f = fit
 	}
 	b, err := wire.FrameAround(f.Mem, wire.HeaderRoom, n, m)
 	if err != nil {
@@ -105,5 +121,6 @@ func finishFrame(f *framepool.Buf, n int, m *wire.Message) *framepool.Buf {
 		panic("localproxy: " + err.Error())
 	}
 	f.B = b
+	f.Payload = f.Mem[wire.HeaderRoom : wire.HeaderRoom+n]
 	return f
 }

@@ -140,6 +140,7 @@ func (s *session) openSource(nc net.Conn, svc string) {
 	// were accepted (a CONNECTION_START never overtakes its STREAM_START);
 	// the booked slot makes this never wait.
 	s.q.PushControl(lc.frame(typ))
+	lc.announceWindow()
 	s.mu.Unlock()
 	defer s.wg.Done()
 

@@ -50,6 +50,7 @@ func settingsEntries(s localproxy.Settings) map[string]string {
 		"tcp.read_buffer_size":              "131076",
 		"tcp.write_buffer_size":             strconv.Itoa(s.QueueBytes),
 		"tcp.write_stall_timeout_ms":        ms(s.StallTimeout),
+		"tcp.window_size":                   strconv.Itoa(s.Window),
 		"websocket.ping_period_ms":          ms(s.PingPeriod),
 		"websocket.retry_delay_ms":          ms(s.RetryDelay),
 		"websocket.connect_retry_count":     strconv.Itoa(retries),
@@ -188,6 +189,8 @@ func setSetting(s *localproxy.Settings, key, v string) error {
 		s.QueueBytes, err = num(wire.MaxPayload, 1<<30)
 	case "tcp.write_stall_timeout_ms":
 		s.StallTimeout, err = msDur(1)
+	case "tcp.window_size":
+		s.Window, err = num(-1, 1<<30)
 	default:
 		if r, ok := strings.CutPrefix(key, "region_endpoint_overrides."); ok {
 			m := map[string]string{}

@@ -95,6 +95,21 @@ func encodeFor(version int, f *framepool.Buf, m *wire.Message) *framepool.Buf {
 	return out
 }
 
+// orderFree reports whether a frame may be reordered against frames of
+// other connections: DATA, and the ignorable extensions of one connection
+// (Warren's window updates). Every other frame starts or ends streams and
+// connections and keeps its place (fairq's control frames).
+func orderFree(m *wire.Message) bool {
+	switch m.Type {
+	case wire.TypeData:
+		return true
+	case wire.TypeStreamStart, wire.TypeStreamReset, wire.TypeSessionReset, wire.TypeServiceIDs,
+		wire.TypeConnectionStart, wire.TypeConnectionReset, wire.TypeUnknown:
+		return false
+	}
+	return m.Ignorable
+}
+
 // flowKey names the connection a frame belongs to, for the fair queue:
 // its service (by index in the tunnel's services), stream and connection.
 func flowKey(services []string, m *wire.Message) uint64 {

@@ -249,7 +249,7 @@ func (p *peer) forward(f *framepool.Buf, m *wire.Message) error {
 	f = encodeFor(other.version, f, m)
 	n := len(f.B)
 	var err error
-	if m.Type == wire.TypeData {
+	if orderFree(m) {
 		err = other.q.Push(p.ctx, flowKey(p.services, m), f)
 	} else {
 		err = other.q.PushControlWait(p.ctx, f)

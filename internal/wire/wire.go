@@ -28,6 +28,13 @@ const (
 	TypeServiceIDs      Type = 5
 	TypeConnectionStart Type = 6
 	TypeConnectionReset Type = 7
+
+	// TypeWindowUpdate is Warren's extension, always sent with Ignorable
+	// set (the protocol lets a peer that does not know a type ignore it; the
+	// official proxy does): its 4-byte big-endian payload is how many more
+	// bytes the sender's local socket has taken of a connection, which lets
+	// a Warren peer keep each connection within its window.
+	TypeWindowUpdate Type = 100
 )
 
 var typeNames = [...]string{"UNKNOWN", "DATA", "STREAM_START", "STREAM_RESET", "SESSION_RESET", "SERVICE_IDS", "CONNECTION_START", "CONNECTION_RESET"}
@@ -35,6 +42,9 @@ var typeNames = [...]string{"UNKNOWN", "DATA", "STREAM_START", "STREAM_RESET", "
 func (t Type) String() string {
 	if t >= 0 && int(t) < len(typeNames) {
 		return typeNames[t]
+	}
+	if t == TypeWindowUpdate {
+		return "WINDOW_UPDATE"
 	}
 	return fmt.Sprintf("Type(%d)", int32(t))
 }
