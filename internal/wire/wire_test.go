@@ -170,3 +170,19 @@ func BenchmarkFrameAround(b *testing.B) {
 		}
 	}
 }
+
+// Decoding a stream of frames into one Message allocates nothing per frame.
+func BenchmarkUnmarshal(b *testing.B) {
+	body, err := AppendFrame(nil, &Message{Type: TypeData, StreamID: 1, ServiceID: "HTTP", ConnectionID: 3, Payload: make([]byte, 1000)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body = body[LengthPrefixSize:]
+	var m Message
+	b.ReportAllocs()
+	for range b.N {
+		if err := Unmarshal(body, &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
