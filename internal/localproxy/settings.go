@@ -33,9 +33,12 @@ type Settings struct {
 	DialRetryDelay time.Duration
 
 	// QueueBytes bounds the bytes from the tunnel waiting to be written to
-	// one local socket (tcp.write_buffer_size). When it is full the tunnel
-	// reader waits up to StallTimeout (tcp.write_stall_timeout_ms) for the
-	// socket to take some, then resets that connection.
+	// one local socket (tcp.write_buffer_size; 1 MiB, so that a window of
+	// three quarters of it keeps one connection near the path's speed; it
+	// fills only behind a local application slower than the tunnel). When
+	// it is full the tunnel reader waits up to StallTimeout
+	// (tcp.write_stall_timeout_ms) for the socket to take some, then resets
+	// that connection.
 	QueueBytes   int
 	StallTimeout time.Duration
 
@@ -64,7 +67,7 @@ func DefaultSettings() Settings {
 		MaxActiveConnections: 128,
 		DialTimeout:          5 * time.Second,
 		DialRetryDelay:       2500 * time.Millisecond,
-		QueueBytes:           256 << 10,
+		QueueBytes:           1 << 20,
 		StallTimeout:         10 * time.Second,
 	}
 }
