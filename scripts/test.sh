@@ -11,6 +11,12 @@ fi
 go vet ./...
 go test -race -count=1 -timeout 20m ./...
 
+# The data path's microbenchmarks, briefly: each reports its allocations per
+# frame (0 for the codec, the relay's forwarding and the local proxy's
+# connection path).
+go test -run '^$' -bench 'FrameAround|Unmarshal|ReadFrame/|PushTake|Forward|ConnPath' -benchtime 2000x \
+	./internal/wire ./internal/framepool ./internal/fairq ./internal/relay ./internal/localproxy
+
 # The bench, short: its figures are printed for the log, not asserted (its
 # own test asserts that every row is there).
 go run ./cmd/warren bench --quick
