@@ -67,6 +67,9 @@ const (
 	storeTimeout     = 10 * time.Second // bookkeeping writes after a disconnect
 )
 
+// readBufferSize is each peer's WebSocket read buffer: an idle peer keeps it.
+const readBufferSize = 1 << 10
+
 // writeBufferSize is the size of the WebSocket write buffers, which are
 // pooled: a peer holds one only while it writes a message. A WebSocket
 // frame header and a full buffer fill one TLS record exactly; larger frames
@@ -123,8 +126,12 @@ func New(cfg Config) *Relay {
 	}
 	r.upgrader = websocket.Upgrader{
 		HandshakeTimeout: handshakeTimeout,
-		WriteBufferSize:  writeBufferSize,
-		WriteBufferPool:  &sync.Pool{},
+		// A small read buffer of its own rather than the HTTP server's 4 KiB
+		// one: it holds WebSocket headers and small frames, while large
+		// frames are read past it straight into their pooled buffers.
+		ReadBufferSize:  readBufferSize,
+		WriteBufferSize: writeBufferSize,
+		WriteBufferPool: &sync.Pool{},
 		// Access tokens are bearer credentials, and browser clients connect
 		// from other origins (as to AWS): any Origin is accepted.
 		CheckOrigin: func(*http.Request) bool { return true },
@@ -147,7 +154,12 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.reject(w, req, channelID, h.mode, reject(http.StatusServiceUnavailable, "relay is shutting down; try again later"))
 		return
 	}
-	defer r.wg.Done()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			r.wg.Done()
+		}
+	}()
 
 	t, _, err := r.store.TunnelByToken(req.Context(), tunnel.HashToken(h.token))
 	if err != nil {
@@ -163,14 +175,23 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.reject(w, req, channelID, h.mode, reject(http.StatusServiceUnavailable, "relay is shutting down; try again later"))
 		return
 	}
-	defer r.release(ts)
 	p, err := r.admit(w, req, ts, h, channelID)
 	switch {
 	case p == nil:
+		r.release(ts)
 	case err != nil:
 		p.end(err) // the upgrade failed; the request has been answered
+		r.release(ts)
 	default:
-		p.run()
+		// The peer's reader gets a goroutine of its own, and this handler
+		// returns: the HTTP server's goroutine, whose stack grew for the TLS
+		// handshake, and its buffers go, so an idle peer holds little.
+		handedOff = true
+		go func() {
+			defer r.wg.Done()
+			defer r.release(ts)
+			p.run()
+		}()
 	}
 }
 
