@@ -327,7 +327,10 @@ func (e *engine) connect(ctx context.Context) (*websocket.Conn, string, error) {
 		TLSClientConfig:  e.tls,
 		HandshakeTimeout: 30 * time.Second,
 		Subprotocols:     []string{e.cfg.Settings.Subprotocol},
-		ReadBufferSize:   64 << 10,
+		// Small: it holds WebSocket headers and small frames; large frames
+		// are read past it straight into their pooled buffers, where a
+		// buffer as large as a frame would copy every byte once more.
+		ReadBufferSize: 1 << 10,
 		// Big enough that a full DATA frame goes out as one WebSocket frame.
 		WriteBufferSize: 64<<10 + 64,
 	}
