@@ -92,3 +92,41 @@ func BenchmarkReadFrame(b *testing.B) {
 		})
 	}
 }
+
+// FuzzReadFrame holds ReadFrame, the data path's reader, to wire.Reader,
+// the fuzzed reference: on any bytes both see the same frames, messages and
+// errors, and every buffer fits its frame's size class.
+func FuzzReadFrame(f *testing.F) {
+	data := frames(f, wire.Message{Type: wire.TypeData, StreamID: 1, Payload: []byte("GET /"), ServiceID: "HTTP", ConnectionID: 1})
+	f.Add(data)
+	f.Add(append(data, data[:5]...))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		ref := wire.NewReader(bytes.NewReader(in))
+		r := bytes.NewReader(in)
+		for {
+			var want, got wire.Message
+			raw, werr := ref.ReadFrame(&want)
+			fb, err := ReadFrame(r, &got)
+			if (werr == nil) != (err == nil) || (werr != nil && !errors.Is(err, werr) && err.Error() != werr.Error()) {
+				t.Fatalf("errors differ: reference %v, ReadFrame %v", werr, err)
+			}
+			if (raw == nil) != (fb == nil) {
+				t.Fatalf("frame presence differs: reference %v, ReadFrame %v", raw != nil, fb != nil)
+			}
+			if fb != nil {
+				if !bytes.Equal(fb.B, raw) || !bytes.Equal(fb.Payload, want.Payload) ||
+					got.Type != want.Type || got.StreamID != want.StreamID || got.ServiceID != want.ServiceID ||
+					got.ConnectionID != want.ConnectionID || got.Ignorable != want.Ignorable {
+					t.Fatalf("frames differ: %x vs %x", fb.B, raw)
+				}
+				if len(fb.B) > fb.Cost() || (len(fb.B) <= SmallSize) != (fb.Cost() == SmallSize) {
+					t.Fatalf("a frame of %d bytes in a buffer of %d", len(fb.B), fb.Cost())
+				}
+				fb.Free()
+			}
+			if werr != nil && raw == nil {
+				return
+			}
+		}
+	})
+}

@@ -525,8 +525,12 @@ func TestDestinationWindows(t *testing.T) {
 		t.Fatalf("the destination sent %d window updates to a source that sent none", n)
 	}
 
-	// A Warren source announces a window of 1000 bytes for connection 2.
+	// A Warren source announces a window of 1000 bytes for connection 2,
+	// after a malformed update (and one for a connection that does not
+	// exist), which are ignored.
 	r.send("destination", wire.Message{Type: wire.TypeConnectionStart, StreamID: 1, ServiceID: "HTTP", ConnectionID: 2})
+	r.send("destination", wire.Message{Type: wire.TypeWindowUpdate, Ignorable: true, StreamID: 1, ServiceID: "HTTP", ConnectionID: 2, Payload: []byte{0, 0, 1}})
+	r.send("destination", wire.Message{Type: wire.TypeWindowUpdate, Ignorable: true, StreamID: 1, ServiceID: "HTTP", ConnectionID: 99, Payload: []byte{0, 0, 1, 0}})
 	r.send("destination", wire.Message{Type: wire.TypeWindowUpdate, Ignorable: true, StreamID: 1, ServiceID: "HTTP", ConnectionID: 2, Payload: []byte{0, 0, 0x03, 0xe8}})
 	c2 := <-accepted
 	defer c2.Close()

@@ -100,7 +100,6 @@ type counters struct {
 	droppedFrames   atomic.Int64 // frames for an absent peer
 	droppedBytes    atomic.Int64
 	forwardedFrames atomic.Int64
-	sendStalls      atomic.Int64 // times a reader waited for a full queue
 	peersEnded      atomic.Int64 // connections fully cleaned up after
 }
 

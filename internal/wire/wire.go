@@ -187,7 +187,9 @@ func Unmarshal(body []byte, m *Message) error {
 }
 
 // Reader splits a byte stream into tunnel frames. Frames may span reads (and
-// WebSocket messages); Reader buffers at most one frame.
+// WebSocket messages); Reader buffers at most one frame. It is the fuzzed
+// reference reader: the relay and the local proxy read with
+// framepool.ReadFrame, which a fuzz test holds to the same results.
 type Reader struct {
 	r   io.Reader
 	buf []byte // holds one frame: prefix + body
@@ -225,7 +227,3 @@ func (fr *Reader) ReadFrame(m *Message) (raw []byte, err error) {
 	}
 	return fr.buf, nil
 }
-
-// Release drops the Reader's frame buffer, for idle connections that should
-// not hold 64 KiB each.
-func (fr *Reader) Release() { fr.buf = nil }
