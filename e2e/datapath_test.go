@@ -21,7 +21,7 @@ import (
 // byte says what it wants: 'D' downloads size bytes of a pattern; 'U'
 // uploads until it shuts down its side and gets the count back; 's' is the
 // same upload read slowly for its first 8 seconds (4 KiB every 20 ms), a
-// device application that falls behind, then at full speed.
+// device application that falls behind, then at full speed; 'E' echoes.
 func bulkDevice(t *testing.T, size int64) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -49,6 +49,8 @@ func bulkDevice(t *testing.T, size int64) string {
 				switch cmd[0] {
 				case 'D':
 					io.Copy(c, io.LimitReader(&patternReader{}, size))
+				case 'E':
+					io.Copy(c, c)
 				case 'U', 's':
 					var n int64
 					buf := make([]byte, 64<<10)

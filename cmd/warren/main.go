@@ -16,6 +16,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -107,6 +108,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.BoolVar(&cfg.Plaintext, "plaintext", false, "serve HTTP/WS without TLS (only behind a TLS-terminating load balancer)")
 	fs.StringVar(&cfg.Region, "region", "us-east-1", "region used in ARNs and SigV4 scopes")
+	cfg.DefaultBandwidth = 800_000
+	fs.Func("default-account-bandwidth", "bandwidth limit of an account without its own, in each direction: bytes per second (0: unlimited) (default 800000)", func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return errors.New("want bytes per second")
+		}
+		cfg.DefaultBandwidth = n
+		return nil
+	})
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -62,7 +62,8 @@ func startWarren(ctx context.Context, exe, localProxy, dir string, targets map[s
 		return w, err
 	}
 	w.endpoint = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	w.server, err = startDebuggable(ctx, "warren serve", exe, "serve", "--listen", w.endpoint, "--data-dir", w.dataDir, "--log-level", "warn")
+	w.server, err = startDebuggable(ctx, "warren serve", exe, "serve", "--listen", w.endpoint, "--data-dir", w.dataDir, "--log-level", "warn",
+		"--default-account-bandwidth", "0") // the data path at full speed
 	if err != nil {
 		return w, err
 	}

@@ -61,8 +61,13 @@ type localConn struct {
 	wn    int
 	wfail error
 
-	// opened wakes a reader waiting for the peer's window to open.
+	// opened wakes a reader waiting for the peer's window to open or for
+	// its turn at the link credit.
 	opened chan struct{}
+	// The reader's own, for the link credit: it holds a reservation, and
+	// its socket had more than it could send.
+	linkHeld   bool
+	backlogged bool
 
 	mu sync.Mutex
 	// What this connection sends: once the peer announced a window, at
@@ -192,7 +197,8 @@ func (lc *localConn) start(nc net.Conn) {
 func (lc *localConn) readLoop() {
 	defer lc.exit()
 	r := newSocketReader(lc.nc)
-	r.limit = lc.credit
+	r.limit = lc.reserve
+	r.unused = lc.unreserve
 	var batch []*framepool.Buf
 	for {
 		max := lc.waitCredit()
@@ -289,6 +295,7 @@ func (lc *localConn) exit() {
 	if last {
 		lc.nc.Close()
 		lc.in.abort()
+		lc.s.link.forget(lc)
 		lc.s.forget(lc)
 		lc.log.Debug("connection closed")
 	}
@@ -448,7 +455,8 @@ func (lc *localConn) credit() int {
 // ended meanwhile).
 func (lc *localConn) waitCredit() int {
 	for {
-		if n := lc.credit(); n > 0 || lc.isAborted() {
+		n := lc.credit()
+		if n == 0 && lc.isAborted() || n > 0 && lc.s.link.ready(lc) {
 			return n
 		}
 		select {
@@ -456,6 +464,26 @@ func (lc *localConn) waitCredit() int {
 		case <-lc.s.ctx.Done():
 			return 0
 		}
+	}
+}
+
+// reserve is how many bytes the connection may read now: within the
+// peer's window and the relay's link credit, which it reserves.
+func (lc *localConn) reserve(most int) int {
+	c := min(lc.credit(), most)
+	if c == 0 {
+		return 0
+	}
+	n, fromLink := lc.s.link.reserve(lc, c)
+	lc.linkHeld = fromLink
+	return n
+}
+
+// unreserve gives back link credit a read did not use.
+func (lc *localConn) unreserve(n int) {
+	if lc.linkHeld {
+		lc.linkHeld = false
+		lc.s.link.unused(lc, n)
 	}
 }
 

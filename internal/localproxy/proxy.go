@@ -20,6 +20,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/warrentunnel/warren/internal/wire"
 	"github.com/warrentunnel/warren/internal/wsbatch"
 	"log/slog"
 	"net"
@@ -348,6 +349,7 @@ func (e *engine) connect(ctx context.Context) (*websocket.Conn, string, error) {
 	hdr["access-token"] = []string{e.cfg.AccessToken}
 	hdr["client-token"] = []string{e.cfg.ClientToken}
 	hdr["User-Agent"] = []string{userAgent()}
+	hdr[wire.LinkCreditHeader] = []string{"1"}
 	u := url.URL{Scheme: scheme, Host: hostPort, Path: "/tunnel", RawQuery: "local-proxy-mode=" + e.cfg.Mode.String()}
 
 	e.log.Info("connecting to the relay", "url", u.String())

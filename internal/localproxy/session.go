@@ -54,6 +54,7 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	q      *fairq.Queue // frames for the writer goroutine
+	link   link         // the relay's link credit
 
 	mu      sync.Mutex
 	closing bool
@@ -438,6 +439,10 @@ func (s *session) dispatch(f *framepool.Buf, m *wire.Message) {
 		s.resetAll()
 	case wire.TypeServiceIDs:
 		s.log.Debug("SERVICE_IDS again; ignored", "ids", m.AvailableServiceIDs)
+	case wire.TypeLinkCredit:
+		if c, ok := wire.DecodeLinkCredit(m.Payload); ok {
+			s.link.set(c)
+		}
 	case wire.TypeWindowUpdate:
 		if lc := s.lookup(m); lc != nil && len(m.Payload) == 4 {
 			lc.addCredit(binary.BigEndian.Uint32(m.Payload))

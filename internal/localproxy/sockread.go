@@ -28,7 +28,10 @@ type socketReader struct {
 	// limit, if set, is asked when the socket is readable how much may be
 	// read now (the peer's window may have closed while we waited); 0 makes
 	// readFrame return errNoCredit without reading.
-	limit func() int
+	limit func(most int) int
+	// unused, if set, is given back what limit allowed and the read did
+	// not use.
+	unused func(n int)
 }
 
 // errNoCredit: the peer's window closed while the socket became readable.
@@ -62,8 +65,18 @@ func (r *socketReader) readFrame(max int, m *wire.Message) (*framepool.Buf, erro
 		}
 		r.f = nil
 	} else {
+		if r.limit != nil {
+			if m := r.limit(max); m == 0 {
+				return nil, errNoCredit
+			} else if m < max {
+				max = m
+			}
+		}
 		f = framepool.Get(framepool.LargeSize)
 		n, err = r.nc.Read(f.Mem[wire.HeaderRoom : wire.HeaderRoom+max])
+		if r.unused != nil {
+			r.unused(max - n)
+		}
 	}
 	if n == 0 {
 		if f != nil {
@@ -77,7 +90,7 @@ func (r *socketReader) readFrame(max int, m *wire.Message) (*framepool.Buf, erro
 // readRaw is the RawConn callback: false asks to wait for readability.
 func (r *socketReader) readRaw(fd uintptr) bool {
 	if r.limit != nil {
-		if m := r.limit(); m == 0 {
+		if m := r.limit(r.max); m == 0 {
 			r.f, r.n, r.err = nil, 0, errNoCredit
 			return true
 		} else if m < r.max {
@@ -87,6 +100,9 @@ func (r *socketReader) readRaw(fd uintptr) bool {
 	f := framepool.Get(framepool.LargeSize)
 	for {
 		n, err := syscall.Read(int(fd), f.Mem[wire.HeaderRoom:wire.HeaderRoom+r.max])
+		if r.unused != nil && err != syscall.EINTR {
+			r.unused(r.max - max(n, 0))
+		}
 		switch {
 		case err == syscall.EINTR:
 			continue

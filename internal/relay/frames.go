@@ -34,7 +34,7 @@ func checkFrame(m *wire.Message, mode tunnel.Mode, services []string) *violation
 		if mode == tunnel.ModeDestination {
 			return violated(websocket.CloseProtocolError, "%s from the destination", m.Type)
 		}
-	case wire.TypeSessionReset, wire.TypeServiceIDs:
+	case wire.TypeSessionReset, wire.TypeServiceIDs, wire.TypeLinkCredit:
 		return violated(websocket.CloseProtocolError, "%s may only be sent by the service", m.Type)
 	default:
 		// The protocol guide lets a message of a type one does not know

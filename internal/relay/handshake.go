@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/warrentunnel/warren/internal/tunnel"
+	"github.com/warrentunnel/warren/internal/wire"
 )
 
 // Names on the wire of the handshake, as the official local proxy and the
@@ -44,6 +45,9 @@ type handshake struct {
 	clientToken string // "" when none was sent
 	subprotocol string
 	version     int // 1, 2 or 3
+	// linkCredit: a Warren local proxy asked for link credit while its
+	// account's bandwidth is limited (wire.LinkCreditHeader).
+	linkCredit bool
 }
 
 // handshakeError is a rejected handshake: the HTTP status and a short
@@ -88,6 +92,7 @@ func parseHandshake(req *http.Request) (handshake, error) {
 	if h.clientToken, err = clientToken(req); err != nil {
 		return h, err
 	}
+	h.linkCredit = req.Header.Get(wire.LinkCreditHeader) == "1"
 	return h, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/warrentunnel/warren/internal/bandwidth"
 	"github.com/warrentunnel/warren/internal/fairq"
 	"github.com/warrentunnel/warren/internal/framepool"
 	"github.com/warrentunnel/warren/internal/tunnel"
@@ -57,12 +58,21 @@ type peer struct {
 
 	writerDone chan struct{}
 	detached   chan struct{} // closed once the other peer has its resets
+
+	// The account's pacer for the DATA this peer sends (nil: no limit),
+	// and the link credit this peer gets while the account is limited.
+	acct   *bandwidth.Account
+	dir    bandwidth.Direction
+	sub    *bandwidth.Subscription
+	credit linkCredit
 }
 
 func newPeer(r *Relay, ts *tunnelState, sd side, t tunnel.Tunnel, h handshake, channelID string) *peer {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &peer{
 		r:          r,
+		dir:        bandwidth.ToDestination,
+		credit:     linkCredit{wanted: h.linkCredit},
 		ts:         ts,
 		side:       sd,
 		mode:       h.mode,
@@ -75,6 +85,9 @@ func newPeer(r *Relay, ts *tunnelState, sd side, t tunnel.Tunnel, h handshake, c
 		cancel:     cancel,
 		writerDone: make(chan struct{}),
 		detached:   make(chan struct{}),
+	}
+	if h.mode == tunnel.ModeDestination {
+		p.dir = bandwidth.ToSource
 	}
 	if h.version >= 2 {
 		// Nothing happens until SERVICE_IDS arrives: the source opens its
@@ -128,6 +141,7 @@ func (p *peer) end(err error) {
 		p.stop(0, "")
 	}
 	<-p.writerDone
+	p.stopPacing()
 	p.logEnd(err)
 
 	other, streams := p.ts.detach(p)
@@ -232,10 +246,13 @@ func (p *peer) answerPing(data string) error {
 // it is full; with no other peer the frame is dropped. The frame's buffer
 // goes with it.
 func (p *peer) forward(f *framepool.Buf, m *wire.Message) error {
-	if m.Type == wire.TypeData && p.r.pacer != nil {
-		if err := p.r.pacer.Wait(p.ctx, p.accountID, len(f.B)); err != nil {
+	if m.Type == wire.TypeData && p.acct != nil {
+		if err := p.acct.Wait(p.ctx, p.dir, len(m.Payload)); err != nil {
 			f.Free()
-			return fmt.Errorf("pacer: %w", err)
+			return fmt.Errorf("stopped while paced: %w", context.Cause(p.ctx))
+		}
+		if p.credit.wanted {
+			p.forwarded(len(m.Payload))
 		}
 	}
 	other := p.ts.peer(p.side.other())

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/warrentunnel/warren/internal/bandwidth"
 	"github.com/warrentunnel/warren/internal/fairq"
 	"github.com/warrentunnel/warren/internal/framepool"
 	"github.com/warrentunnel/warren/internal/tunnel"
@@ -31,13 +32,6 @@ type Store interface {
 	UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tunnel) error) (tunnel.Tunnel, error)
 }
 
-// Pacer limits the bandwidth of an account: Wait returns when n more bytes
-// of DATA may be forwarded for accountID (or with ctx's error). It is the
-// hook for the service's per-account bandwidth limit.
-type Pacer interface {
-	Wait(ctx context.Context, accountID string, n int) error
-}
-
 // Config configures a Relay. Only Store is required.
 type Config struct {
 	Store  Store
@@ -47,7 +41,9 @@ type Config struct {
 	// may hold before the other peer's reader blocks (and with it, through
 	// TCP, that peer).
 	SendQueueBytes int
-	Pacer          Pacer // nil forwards without limit
+	// Bandwidth paces each account's DATA to its limit; nil forwards
+	// without limit.
+	Bandwidth *bandwidth.Limiter
 }
 
 // DefaultSendQueueBytes is Config.SendQueueBytes's default: four of the
@@ -82,7 +78,7 @@ type Relay struct {
 	log      *slog.Logger
 	now      func() time.Time
 	queue    fairq.Config
-	pacer    Pacer
+	bw       *bandwidth.Limiter
 	upgrader websocket.Upgrader
 
 	mu      sync.Mutex
@@ -110,7 +106,7 @@ func New(cfg Config) *Relay {
 		log:     cfg.Logger,
 		now:     cfg.Now,
 		queue:   fairq.Config{Budget: cfg.SendQueueBytes, FlowMax: cfg.SendQueueBytes, Control: controlQueue},
-		pacer:   cfg.Pacer,
+		bw:      cfg.Bandwidth,
 		tunnels: map[string]*tunnelState{},
 	}
 	if r.log == nil {
@@ -256,6 +252,7 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 	r.wg.Add(1)
 	go p.writeLoop()
 	p.writable.Store(true)
+	p.startPacing(req.Context())
 	p.log.Info("relay: peer connected", "subprotocol", h.subprotocol, "client_token", h.clientToken != "", "remote", req.RemoteAddr)
 	return p, nil
 }

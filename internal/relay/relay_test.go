@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/warrentunnel/warren/internal/bandwidth"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
@@ -331,34 +332,80 @@ func TestOlderSubprotocols(t *testing.T) {
 	v1.expect(start) // and no SERVICE_IDS before it
 }
 
-type countingPacer struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (p *countingPacer) Wait(ctx context.Context, account string, n int) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.calls = append(p.calls, fmt.Sprintf("%s:%d", account, n))
-	return ctx.Err()
-}
-
-func TestPacerSeesData(t *testing.T) {
-	pacer := &countingPacer{}
-	e := newEnv(t, Config{Pacer: pacer})
+// An account's DATA goes no faster than its limit, in each direction, and
+// whatever else the tunnel carries is not paced.
+func TestBandwidthLimitPacesData(t *testing.T) {
+	const limit = 200_000
+	bw := bandwidth.New(bandwidth.Config{Default: limit})
+	t.Cleanup(bw.Close)
+	e := newEnv(t, Config{Bandwidth: bw})
 	tn, tok := e.newTunnel("HTTP")
 	src, dst := e.pair(tn, tok)
-	d1, d2 := data("HTTP", 1, 1, pattern(1, 100)), data("HTTP", 1, 1, pattern(2, 3000))
-	src.send(streamStart("HTTP", 1, 1), d1)
-	dst.expect(streamStart("HTTP", 1, 1), d1)
-	dst.send(d2)
-	src.expect(d2)
-	pacer.mu.Lock()
-	defer pacer.mu.Unlock()
-	want := []string{fmt.Sprintf("%s:%d", testAccount, len(d1)), fmt.Sprintf("%s:%d", testAccount, len(d2))}
-	if fmt.Sprint(pacer.calls) != fmt.Sprint(want) {
-		t.Fatalf("pacer calls %v, want %v", pacer.calls, want)
+	src.send(streamStart("HTTP", 1, 1))
+	dst.expect(streamStart("HTTP", 1, 1))
+
+	// The burst allowance passes at once; then the pacer holds the rest.
+	const total = 200_000
+	burst := int(limit * bandwidth.BurstTime.Seconds())
+	var frames [][]byte
+	for i := 0; i < total/10_000; i++ {
+		frames = append(frames, data("HTTP", 1, 1, pattern(i, 10_000)))
 	}
+	start := time.Now()
+	go func() {
+		for _, f := range frames {
+			dst.send(f)
+		}
+	}()
+	src.expect(frames...)
+	elapsed := time.Since(start)
+	least := time.Duration(float64(total-burst-10_000) / limit * float64(time.Second))
+	if elapsed < least {
+		t.Fatalf("%d bytes at %d B/s took %v; pacing needs at least %v", total, limit, elapsed, least)
+	}
+}
+
+// A peer that asks for link credit gets it after SERVICE_IDS while its
+// account is limited, a new one when the limit changes, and "no limit"
+// when it is lifted; a peer that does not ask gets none; a peer may not
+// send one.
+func TestLinkCredit(t *testing.T) {
+	bw := bandwidth.New(bandwidth.Config{Default: 800_000})
+	t.Cleanup(bw.Close)
+	e := newEnv(t, Config{Bandwidth: bw})
+	_, tok := e.newTunnel("HTTP")
+	hdr := http.Header{wire.LinkCreditHeader: {"1"}}
+	dst := e.mustDial(dialOpts{mode: tunnel.ModeDestination, token: tok.Destination, header: hdr})
+	window, chunk := creditFor(800_000)
+	dst.expect(serviceIDs("HTTP"), linkCreditFrame(window, chunk))
+	src := e.mustDial(dialOpts{mode: tunnel.ModeSource, token: tok.Source, clientToken: testClientToken})
+	src.expect(serviceIDs("HTTP"))
+
+	// Half the window through the relay tops the credit up.
+	src.send(streamStart("HTTP", 1, 1))
+	dst.expect(streamStart("HTTP", 1, 1))
+	d := data("HTTP", 1, 1, pattern(1, int(window/2)))
+	dst.send(d)
+	src.expect(d)
+	dst.expect(linkCreditFrame(window/2+window, chunk))
+
+	bw.SetLimit(testAccount, 4_000_000)
+	w2, c2 := creditFor(4_000_000)
+	dst.expect(linkCreditFrame(window/2+w2, c2))
+	bw.SetLimit(testAccount, 0)
+	dst.expect(linkCreditFrame(-1, 0))
+	if n := src.pending(); n != 0 {
+		t.Fatalf("the source, which did not ask, got %d bytes", n)
+	}
+
+	// Link credit comes from the relay only.
+	src.send(linkCreditFrame(1, 1))
+	src.expectClose(websocket.CloseProtocolError)
+}
+
+func linkCreditFrame(limit int64, chunk uint32) []byte {
+	lc := wire.LinkCredit{Limit: limit, Chunk: chunk}
+	return frame(wire.Message{Type: wire.TypeLinkCredit, Ignorable: true, Payload: lc.Encode(nil)})
 }
 
 // failingStore fails every call, like a store that lost its disk.

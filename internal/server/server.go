@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/warrentunnel/warren/internal/api"
+	"github.com/warrentunnel/warren/internal/bandwidth"
 	"github.com/warrentunnel/warren/internal/relay"
 	"github.com/warrentunnel/warren/internal/store"
 	"github.com/warrentunnel/warren/internal/tunnel"
@@ -34,7 +35,11 @@ type Config struct {
 	TLSKey    string
 	Plaintext bool   // serve HTTP/WS without TLS (behind a TLS-terminating load balancer)
 	Region    string // default us-east-1
-	Logger    *slog.Logger
+	// DefaultBandwidth is the bandwidth limit of an account without one of
+	// its own, in bytes per second in each direction. Unlike the flag's
+	// (800 KB/s, as the described service), the zero value is unlimited.
+	DefaultBandwidth int64
+	Logger           *slog.Logger
 }
 
 // Files in the data directory.
@@ -50,6 +55,7 @@ type Server struct {
 	log   *slog.Logger
 	store *store.Store
 	relay *relay.Relay
+	bw    *bandwidth.Limiter
 	http  *http.Server
 	tls   *tls.Config
 	ln    net.Listener
@@ -119,7 +125,11 @@ func (s *Server) prepare(ctx context.Context) error {
 		}
 		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	}
-	s.relay = relay.New(relay.Config{Store: s.store, Logger: s.log.With("component", "relay")})
+	s.bw = bandwidth.New(bandwidth.Config{
+		Default: s.cfg.DefaultBandwidth,
+		Logger:  s.log.With("component", "bandwidth"),
+	})
+	s.relay = relay.New(relay.Config{Store: s.store, Logger: s.log.With("component", "relay"), Bandwidth: s.bw})
 	a := api.New(api.Config{Store: s.store, Relay: s.relay, Region: s.cfg.Region, Logger: s.log.With("component", "api")})
 	mux := http.NewServeMux()
 	mux.Handle("/tunnel", s.relay)
@@ -231,6 +241,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	errs = append(errs, s.relay.Shutdown(ctx))
 	s.wg.Wait()
+	s.bw.Close()
 	errs = append(errs, s.store.Close(), s.err)
 	return errors.Join(errs...)
 }

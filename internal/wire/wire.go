@@ -35,7 +35,45 @@ const (
 	// bytes the sender's local socket has taken of a connection, which lets
 	// a Warren peer keep each connection within its window.
 	TypeWindowUpdate Type = 100
+
+	// TypeLinkCredit is Warren's extension from the relay to a Warren local
+	// proxy that asked for it (header LinkCreditHeader), always sent with
+	// Ignorable set: how many DATA payload bytes the proxy may have sent in
+	// all on this WebSocket (a limit that moves up as the relay forwards),
+	// and how large a DATA frame should be, while the account's bandwidth
+	// is limited. Its payload is LinkCredit's encoding.
+	TypeLinkCredit Type = 101
 )
+
+// LinkCreditHeader, set to "1" in a local proxy's handshake, asks the relay
+// for TypeLinkCredit messages.
+const LinkCreditHeader = "X-Warren-Link-Credit"
+
+// LinkCredit is the content of a TypeLinkCredit message.
+type LinkCredit struct {
+	// Limit is the total of DATA payload bytes the proxy may have sent on
+	// this WebSocket; negative: no limit.
+	Limit int64
+	// Chunk is the most payload a DATA frame should carry.
+	Chunk uint32
+}
+
+// LinkCreditSize is the length of LinkCredit's encoding.
+const LinkCreditSize = 12
+
+// Encode appends the 12-byte big-endian encoding of c to b.
+func (c LinkCredit) Encode(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Limit))
+	return binary.BigEndian.AppendUint32(b, c.Chunk)
+}
+
+// DecodeLinkCredit decodes a TypeLinkCredit payload.
+func DecodeLinkCredit(p []byte) (LinkCredit, bool) {
+	if len(p) != LinkCreditSize {
+		return LinkCredit{}, false
+	}
+	return LinkCredit{Limit: int64(binary.BigEndian.Uint64(p)), Chunk: binary.BigEndian.Uint32(p[8:])}, true
+}
 
 var typeNames = [...]string{"UNKNOWN", "DATA", "STREAM_START", "STREAM_RESET", "SESSION_RESET", "SERVICE_IDS", "CONNECTION_START", "CONNECTION_RESET"}
 
@@ -43,8 +81,11 @@ func (t Type) String() string {
 	if t >= 0 && int(t) < len(typeNames) {
 		return typeNames[t]
 	}
-	if t == TypeWindowUpdate {
+	switch t {
+	case TypeWindowUpdate:
 		return "WINDOW_UPDATE"
+	case TypeLinkCredit:
+		return "LINK_CREDIT"
 	}
 	return fmt.Sprintf("Type(%d)", int32(t))
 }
