@@ -122,7 +122,8 @@ func newFixtureTLS(t *testing.T, useTLS bool) *fixture {
 }
 
 func (f *fixture) createAccount(id, akid string) tunnel.Account {
-	a := tunnel.Account{ID: id, AccessKeyID: akid, SecretAccessKey: "secret-" + tunnel.RandomHex(16), CreatedAt: time.Now()}
+	a := tunnel.Account{ID: id, Name: "account-" + id, AccessKeyID: akid, SecretAccessKey: "secret-" + tunnel.RandomHex(16),
+		BandwidthLimit: tunnel.BandwidthDefault, CreatedAt: time.Now()}
 	if err := f.store.CreateAccount(context.Background(), a); err != nil {
 		f.t.Fatal(err)
 	}

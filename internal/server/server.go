@@ -6,7 +6,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -16,7 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,6 +42,9 @@ const (
 	CredentialsFile = "credentials"
 	CAFile          = caCertFile
 )
+
+// AdminAccountName is the name of the admin account the first start creates.
+const AdminAccountName = "admin"
 
 // Server is a running (or ready to run) Warren service.
 type Server struct {
@@ -137,22 +139,24 @@ func (s *Server) prepare(ctx context.Context) error {
 	return nil
 }
 
-// ensureAdmin returns the admin account, creating it on first start, and
-// (re)writes the credentials file when it is missing.
+// ensureAdmin returns the admin account (the oldest account with the admin
+// flag), creating it on first start, and (re)writes the credentials file when
+// it is missing.
 func (s *Server) ensureAdmin(ctx context.Context, now time.Time) (tunnel.Account, error) {
-	accts, err := s.store.Accounts(ctx)
+	accts, err := s.store.Accounts(ctx, "", 0)
 	if err != nil {
 		return tunnel.Account{}, err
 	}
+	i := slices.IndexFunc(accts, func(a tunnel.Account) bool { return a.Admin })
 	var a tunnel.Account
-	if len(accts) > 0 {
-		a = accts[0]
-	} else {
-		a = tunnel.Account{
-			ID:              randomDigits(12),
-			AccessKeyID:     "AKIA" + randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
-			SecretAccessKey: randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40),
-			CreatedAt:       now.UTC(),
+	switch {
+	case i >= 0:
+		a = accts[i]
+	case len(accts) > 0:
+		return a, fmt.Errorf("the store has %d accounts but no admin account", len(accts))
+	default:
+		if a, err = tunnel.NewAccount(AdminAccountName, true, tunnel.BandwidthDefault, now); err != nil {
+			return a, err
 		}
 		if err := s.store.CreateAccount(ctx, a); err != nil {
 			return a, err
@@ -233,20 +237,4 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.wg.Wait()
 	errs = append(errs, s.store.Close(), s.err)
 	return errors.Join(errs...)
-}
-
-func randomDigits(n int) string { return randomFrom("0123456789", n) }
-
-func randomFrom(alphabet string, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	var sb strings.Builder
-	for _, c := range b {
-		// 256 is not a multiple of every alphabet size; the slight bias is
-		// irrelevant for identifiers, and the secret uses a 64-symbol alphabet.
-		sb.WriteByte(alphabet[int(c)%len(alphabet)])
-	}
-	return sb.String()
 }
