@@ -60,7 +60,7 @@ type env struct {
 // tunnels returns a tunnel client; --endpoint-url wins over configured
 // endpoints, as it does in the AWS CLI.
 func (e *env) tunnels() *TunnelClient {
-	return NewTunnelClient(e.cfg, func(o *TunnelOptions) {
+	return NewTunnelClient(e.cfg, func(o *ClientOptions) {
 		if e.endpointURL != "" {
 			o.BaseEndpoint = aws.String(e.endpointURL)
 		}
