@@ -122,6 +122,8 @@ func (s *Server) prepare(ctx context.Context) error {
 		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	}
 	s.relay = relay.New(relay.Config{Store: s.store, Logger: s.log.With("component", "relay")})
+	// One handler serves every management API, the account administration
+	// included. Bandwidth stays nil until the relay has a limiter.
 	a := api.New(api.Config{Store: s.store, Relay: s.relay, Region: s.cfg.Region, Logger: s.log.With("component", "api")})
 	mux := http.NewServeMux()
 	mux.Handle("/tunnel", s.relay)
