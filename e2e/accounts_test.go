@@ -62,6 +62,9 @@ func TestSecondAccount(t *testing.T) {
 
 	s.warren(t, nil, "delete-account", "--account-id", alice.AccountID)
 	waitFor(t, 10*time.Second, "both of alice's local proxies to exit", func() bool { return src.exited() && dst.exited() })
+	if out := s.p.output(); strings.Contains(out, "level=ERROR") {
+		t.Errorf("the server logged errors:\n%s", out)
+	}
 	if _, stderr, err := as.run(bin.warren, "describe-tunnel", "--tunnel-id", tun.TunnelID); err == nil || !strings.Contains(stderr, "UnrecognizedClientException") {
 		t.Fatalf("alice's keys after delete-account: %v %s", err, stderr)
 	}

@@ -31,8 +31,10 @@ const MaxBodyBytes = 1 << 20
 // configuration names none.
 const DefaultRegion = "us-east-1"
 
-// Store is the part of *store.Store the API uses. Every call names the
-// calling account, so an account only ever sees its own records.
+// Store is the part of *store.Store the API uses. Every call of the thing
+// and tunnel operations names the calling account, so an account only ever
+// sees its own records; the account methods serve the admin account's
+// account administration.
 type Store interface {
 	AccountByAccessKey(ctx context.Context, accessKeyID string) (tunnel.Account, error)
 
