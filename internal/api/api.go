@@ -3,10 +3,11 @@
 // REST JSON protocol of the AWS IoT thing registry (CreateThing, ...) and
 // Warren's own account administration in AWS JSON 1.1 (WarrenAccounts.*,
 // admin accounts only), all authenticated with AWS Signature Version 4
-// against the accounts in the store. It owns request parsing, validation beyond the domain's rules,
-// signature checking and the mapping of errors to AWS's error shapes. It does
-// not own the data plane (/tunnel) nor persistence: it tells the relay when a
-// tunnel closes and keeps everything in the store.
+// against the accounts in the store. It owns request parsing, validation
+// beyond the domain's rules, signature checking and the mapping of errors to
+// AWS's error shapes. It does not own the data plane (/tunnel) nor
+// persistence: it tells the relay when a tunnel closes and keeps everything
+// in the store.
 package api
 
 import (
