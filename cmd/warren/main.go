@@ -16,7 +16,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/warrentunnel/warren/internal/demo"
 	"github.com/warrentunnel/warren/internal/proxycli"
 	"github.com/warrentunnel/warren/internal/server"
+	"github.com/warrentunnel/warren/internal/tunnel"
 )
 
 var version = "dev"
@@ -108,11 +108,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.BoolVar(&cfg.Plaintext, "plaintext", false, "serve HTTP/WS without TLS (only behind a TLS-terminating load balancer)")
 	fs.StringVar(&cfg.Region, "region", "us-east-1", "region used in ARNs and SigV4 scopes")
-	cfg.DefaultBandwidth = 800_000
-	fs.Func("default-account-bandwidth", "bandwidth limit of an account without its own, in each direction: bytes per second (0: unlimited) (default 800000)", func(v string) error {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return errors.New("want bytes per second")
+	cfg.DefaultBandwidth = 800_000 // the described service's 800 KB/s per account
+	fs.Func("default-account-bandwidth", "bandwidth limit of an account without one of its own, in each direction: bytes per second with optional units (800KB, 4MB, 1.5MiB; KB = 1000 bytes), 0 for unlimited (default 800KB)", func(v string) error {
+		n, err := tunnel.ParseBandwidth(v)
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			return errors.New("the server's default cannot itself be \"default\"")
 		}
 		cfg.DefaultBandwidth = n
 		return nil

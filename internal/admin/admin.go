@@ -3,7 +3,9 @@
 // syntax, configuration through the AWS SDK's default chain, output and error
 // text and exit statuses as the AWS CLI v2 prints them. Things go through the
 // SDK's IoT client; tunnels through TunnelClient, a small AWS JSON 1.1 client
-// for the IoT Secure Tunneling API that other packages may use in-process.
+// for the IoT Secure Tunneling API that other packages may use in-process;
+// accounts (warren create-account, ...) through AccountClient, the same
+// client for Warren's own account administration API.
 //
 // It does not own the service side of these APIs (internal/api) nor the
 // top-level dispatch (cmd/warren).
@@ -16,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -43,8 +46,13 @@ const (
 // command is one admin command: its parameters and what it calls.
 type command struct {
 	name    string
-	summary string
+	summary string // one line, for the overview
+	more    string // more text for --help
 	params  []param
+	// ownsProfile, when set, says whether --profile names something of the
+	// command's own rather than the profile to sign with (which is then the
+	// default one).
+	ownsProfile func(a parsedArgs) bool
 	// run performs the call and returns what to print (nothing for an empty
 	// response).
 	run func(ctx context.Context, e *env, a parsedArgs) (any, error)
@@ -60,7 +68,17 @@ type env struct {
 // tunnels returns a tunnel client; --endpoint-url wins over configured
 // endpoints, as it does in the AWS CLI.
 func (e *env) tunnels() *TunnelClient {
-	return NewTunnelClient(e.cfg, func(o *TunnelOptions) {
+	return NewTunnelClient(e.cfg, func(o *ClientOptions) {
+		if e.endpointURL != "" {
+			o.BaseEndpoint = aws.String(e.endpointURL)
+		}
+	})
+}
+
+// accounts returns an account administration client, with the same
+// endpoint rules.
+func (e *env) accounts() *AccountClient {
+	return NewAccountClient(e.cfg, func(o *ClientOptions) {
 		if e.endpointURL != "" {
 			o.BaseEndpoint = aws.String(e.endpointURL)
 		}
@@ -79,6 +97,7 @@ func (e *env) iot() *iot.Client {
 var commands = []*command{
 	createThingCmd, describeThingCmd, listThingsCmd, deleteThingCmd,
 	openTunnelCmd, describeTunnelCmd, listTunnelsCmd, closeTunnelCmd,
+	createAccountCmd, listAccountsCmd, describeAccountCmd, updateAccountCmd, deleteAccountCmd,
 }
 
 // globalParams are the AWS CLI global options Warren understands.
@@ -150,12 +169,23 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return reportError(stderr, c, err)
 	}
-	cfg, err := loadConfig(ctx, vals)
+	cfgVals := vals
+	if c.ownsProfile != nil && c.ownsProfile(vals) {
+		cfgVals = maps.Clone(vals)
+		delete(cfgVals, "profile")
+	}
+	cfg, err := loadConfig(ctx, cfgVals)
 	if err != nil {
 		fmt.Fprintf(stderr, "\n%v\n", err)
 		return exitConfig
 	}
 	out, err := c.run(ctx, &env{cfg: cfg, endpointURL: vals.str("endpoint-url")}, vals)
+	var oe *outputError
+	if errors.As(err, &oe) {
+		if werr := writeOutput(stdout, oe.out); werr != nil {
+			fmt.Fprintf(stderr, "\nwrite output: %v\n", werr)
+		}
+	}
 	if err != nil {
 		return reportError(stderr, c, err)
 	}
@@ -165,6 +195,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	return exitOK
 }
+
+// outputError is a failure after the call succeeded, whose output must be
+// printed all the same (the keys of a new account are in no other place).
+type outputError struct {
+	out any
+	err error
+}
+
+func (e *outputError) Error() string { return e.err.Error() }
+func (e *outputError) Unwrap() error { return e.err }
 
 // checkGlobals validates the global options the way the CLI does before it
 // loads any configuration.

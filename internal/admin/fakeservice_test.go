@@ -84,7 +84,10 @@ func (f *fakeService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Body: body,
 	}
 	service := "iot"
-	if rec.Target != "" {
+	switch {
+	case strings.HasPrefix(rec.Target, accountService.targetPrefix):
+		service = accountService.signingName
+	case rec.Target != "":
 		service = tunnelSigningName
 	}
 	rec.SigErr = verifySigV4(r, body, testCreds, service, testRegion)

@@ -247,6 +247,9 @@ func synopsis(p param) string {
 func helpText(c *command) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\n%s\n", usageLine(c.name, c.params), c.summary)
+	if c.more != "" {
+		fmt.Fprintf(&b, "\n%s\n", c.more)
+	}
 	if len(c.params) > 0 {
 		b.WriteString("\nOptions:\n")
 		writeParamHelp(&b, c.params)

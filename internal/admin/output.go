@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -68,7 +70,7 @@ func writeValue(buf *bytes.Buffer, v reflect.Value, depth int) bool {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		fmt.Fprint(buf, v.Uint())
 	case reflect.Float32, reflect.Float64:
-		fmt.Fprint(buf, v.Float())
+		buf.WriteString(pythonFloat(v.Float()))
 	default:
 		writeString(buf, fmt.Sprint(v.Interface()))
 	}
@@ -207,4 +209,26 @@ func isoTimestamp(t time.Time) string {
 		return t.Format("2006-01-02T15:04:05-07:00")
 	}
 	return t.Format("2006-01-02T15:04:05.000000-07:00")
+}
+
+// pythonFloat writes a number as Python's json module does (its repr): the
+// shortest form that reads back the same, always with a point or an
+// exponent, exponents from 1e16 up and below 1e-4.
+func pythonFloat(f float64) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "Infinity"
+	case math.IsInf(f, -1):
+		return "-Infinity"
+	case math.IsNaN(f):
+		return "NaN"
+	}
+	if abs := math.Abs(f); abs != 0 && (abs >= 1e16 || abs < 1e-4) {
+		return strconv.FormatFloat(f, 'e', -1, 64)
+	}
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return s
 }

@@ -68,3 +68,18 @@ func TestWriteOutput(t *testing.T) {
 		}
 	}
 }
+
+func TestPythonFloat(t *testing.T) {
+	for _, c := range []struct {
+		in   float64
+		want string
+	}{
+		{0, "0.0"}, {1, "1.0"}, {-2, "-2.0"}, {1500.5, "1500.5"}, {1234567, "1234567.0"}, {0.1, "0.1"},
+		{0.0001, "0.0001"}, {0.00001, "1e-05"}, {1.5e-7, "1.5e-07"}, {1e15, "1000000000000000.0"}, {1e16, "1e+16"},
+		{123456789012345678, "1.2345678901234568e+17"},
+	} {
+		if got := pythonFloat(c.in); got != c.want {
+			t.Errorf("pythonFloat(%v) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -403,7 +403,8 @@ func TestRunOverview(t *testing.T) {
 
 func TestCommands(t *testing.T) {
 	want := []string{"create-thing", "describe-thing", "list-things", "delete-thing",
-		"open-tunnel", "describe-tunnel", "list-tunnels", "close-tunnel"}
+		"open-tunnel", "describe-tunnel", "list-tunnels", "close-tunnel",
+		"create-account", "list-accounts", "describe-account", "update-account", "delete-account"}
 	if got := Commands(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Commands() = %v, want %v", got, want)
 	}

@@ -310,7 +310,7 @@ func TestTunnelEndpointResolution(t *testing.T) {
 	if got := NewTunnelClient(load()).Endpoint(); got != "http://tunnels.example" {
 		t.Errorf("with AWS_ENDPOINT_URL_IOTSECURETUNNELING: %q", got)
 	}
-	explicit := NewTunnelClient(load(), func(o *TunnelOptions) { o.BaseEndpoint = aws.String("http://flag.example") })
+	explicit := NewTunnelClient(load(), func(o *ClientOptions) { o.BaseEndpoint = aws.String("http://flag.example") })
 	if got := explicit.Endpoint(); got != "http://flag.example" {
 		t.Errorf("with an explicit BaseEndpoint: %q", got)
 	}

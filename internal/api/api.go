@@ -1,11 +1,13 @@
 // Package api is Warren's AWS-compatible management API: the AWS JSON 1.1
-// protocol of AWS IoT Secure Tunneling (OpenTunnel, CloseTunnel, ...) and the
-// REST JSON protocol of the AWS IoT thing registry (CreateThing, ...), both
-// authenticated with AWS Signature Version 4 against the accounts in the
-// store. It owns request parsing, validation beyond the domain's rules,
-// signature checking and the mapping of errors to AWS's error shapes. It does
-// not own the data plane (/tunnel) nor persistence: it tells the relay when a
-// tunnel closes and keeps everything in the store.
+// protocol of AWS IoT Secure Tunneling (OpenTunnel, CloseTunnel, ...), the
+// REST JSON protocol of the AWS IoT thing registry (CreateThing, ...) and
+// Warren's own account administration in AWS JSON 1.1 (WarrenAccounts.*,
+// admin accounts only), all authenticated with AWS Signature Version 4
+// against the accounts in the store. It owns request parsing, validation
+// beyond the domain's rules, signature checking and the mapping of errors to
+// AWS's error shapes. It does not own the data plane (/tunnel) nor
+// persistence: it tells the relay when a tunnel closes and keeps everything
+// in the store.
 package api
 
 import (
@@ -30,8 +32,10 @@ const MaxBodyBytes = 1 << 20
 // configuration names none.
 const DefaultRegion = "us-east-1"
 
-// Store is the part of *store.Store the API uses. Every call names the
-// calling account, so an account only ever sees its own records.
+// Store is the part of *store.Store the API uses. Every call of the thing
+// and tunnel operations names the calling account, so an account only ever
+// sees its own records; the account methods serve the admin account's
+// account administration.
 type Store interface {
 	AccountByAccessKey(ctx context.Context, accessKeyID string) (tunnel.Account, error)
 
@@ -45,6 +49,15 @@ type Store interface {
 	Tunnels(ctx context.Context, accountID, thingName, after string, limit int) ([]tunnel.Tunnel, error)
 	UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tunnel) error) (tunnel.Tunnel, error)
 	DeleteTunnel(ctx context.Context, accountID, id string) error
+
+	CreateAccount(ctx context.Context, a tunnel.Account) error
+	Account(ctx context.Context, id string) (tunnel.Account, error)
+	Accounts(ctx context.Context, after string, limit int) ([]tunnel.Account, error)
+	UpdateAccount(ctx context.Context, id string, fn func(*tunnel.Account) error) (tunnel.Account, error)
+	// DeleteAccount deletes an account with its things and tunnels and
+	// returns the ids of the tunnels that were open.
+	DeleteAccount(ctx context.Context, id string) (openTunnels []string, err error)
+	AccountOpenTunnels(ctx context.Context, accountID string) ([]tunnel.Tunnel, error)
 }
 
 // Relay disconnects the peers of a tunnel that was closed.
@@ -52,23 +65,35 @@ type Relay interface {
 	CloseTunnel(tunnelID string)
 }
 
+// Bandwidth is the relay's per-account bandwidth limiter as the API sees it.
+type Bandwidth interface {
+	// SetLimit applies an account's own limit (tunnel.BandwidthDefault: the server default) to its live tunnels.
+	SetLimit(accountID string, limit int64)
+	// Usage reports the limit in force (0 = unlimited) and the current rates in bytes per second.
+	Usage(accountID string) (limit int64, sourceToDestination, destinationToSource float64)
+}
+
 // Config configures the API. Store is required; the rest has defaults.
 type Config struct {
-	Store  Store
-	Relay  Relay            // nil: nobody to disconnect
-	Region string           // DefaultRegion if empty
-	Logger *slog.Logger     // slog.Default() if nil
-	Now    func() time.Time // time.Now if nil
+	Store Store
+	Relay Relay // nil: nobody to disconnect
+	// Bandwidth nil: no limiter; DescribeAccount reports an account's own
+	// limit as the one in force (the default as unlimited) and no traffic.
+	Bandwidth Bandwidth
+	Region    string           // DefaultRegion if empty
+	Logger    *slog.Logger     // slog.Default() if nil
+	Now       func() time.Time // time.Now if nil
 }
 
 // API serves the management API. It is safe for concurrent use.
 type API struct {
-	store  Store
-	relay  Relay
-	region string
-	log    *slog.Logger
-	now    func() time.Time
-	signer *v4.Signer
+	store     Store
+	relay     Relay
+	bandwidth Bandwidth // nil: none
+	region    string
+	log       *slog.Logger
+	now       func() time.Time
+	signer    *v4.Signer
 
 	jsonOps map[string]jsonOp
 }
@@ -76,12 +101,13 @@ type API struct {
 // New returns an API serving cfg.Store's accounts.
 func New(cfg Config) *API {
 	a := &API{
-		store:  cfg.Store,
-		relay:  cfg.Relay,
-		region: cfg.Region,
-		log:    cfg.Logger,
-		now:    cfg.Now,
-		signer: v4.NewSigner(),
+		store:     cfg.Store,
+		relay:     cfg.Relay,
+		bandwidth: cfg.Bandwidth,
+		region:    cfg.Region,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		signer:    v4.NewSigner(),
 	}
 	if a.region == "" {
 		a.region = DefaultRegion
@@ -95,7 +121,12 @@ func New(cfg Config) *API {
 	if a.relay == nil {
 		a.relay = noRelay{}
 	}
-	a.jsonOps = a.tunnelOps()
+	a.jsonOps = map[string]jsonOp{}
+	for prefix, ops := range map[string]map[string]jsonOp{targetPrefix: a.tunnelOps(), accountsTargetPrefix: a.accountOps()} {
+		for name, op := range ops {
+			a.jsonOps[prefix+name] = op
+		}
+	}
 	return a
 }
 
@@ -110,13 +141,19 @@ type protocol int
 const (
 	protoJSON protocol = iota // AWS JSON 1.1, IoTSecuredTunneling
 	protoREST                 // REST JSON, iot
+	// protoWarrenJSON is AWS JSON 1.1 for Warren's own services, whose
+	// errors keep their REST status (404 not found, 409 conflict).
+	protoWarrenJSON
 )
 
-// Signing names of the two services, as their API models spell them.
+// Signing names of the services (as their API models spell them for AWS's
+// own) and the X-Amz-Target prefixes of the JSON ones.
 const (
-	signingNameTunnels = "IoTSecuredTunneling"
-	signingNameIoT     = "iot"
-	targetPrefix       = signingNameTunnels + "."
+	signingNameTunnels   = "IoTSecuredTunneling"
+	signingNameIoT       = "iot"
+	signingNameWarren    = "warren"
+	targetPrefix         = signingNameTunnels + "."
+	accountsTargetPrefix = "WarrenAccounts."
 )
 
 // call is one authenticated request on its way to its operation.
@@ -157,10 +194,13 @@ func (a *API) serve(ctx context.Context, c *call) (any, error) {
 	var service string
 	if target := r.Header.Get("X-Amz-Target"); target != "" {
 		c.proto, service = protoJSON, signingNameTunnels
+		c.op = strings.TrimPrefix(target, targetPrefix)
+		if op, ok := strings.CutPrefix(target, accountsTargetPrefix); ok {
+			c.proto, service, c.op = protoWarrenJSON, signingNameWarren, op
+		}
 		if r.Method != http.MethodPost || r.URL.Path != "/" {
 			return nil, errUnknownOperation("AWS JSON 1.1 requests are POST /, not %s %s", r.Method, r.URL.Path)
 		}
-		c.op = strings.TrimPrefix(target, targetPrefix)
 		run = a.runJSON
 	} else {
 		c.proto, service = protoREST, signingNameIoT

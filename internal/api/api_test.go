@@ -78,7 +78,9 @@ type fixture struct {
 	store *store.Store
 	srv   *httptest.Server
 	relay *recordingRelay
+	bw    *fakeBandwidth
 	clock *clock
+	admin tunnel.Account // the admin account, for account administration
 	acct  tunnel.Account
 	other tunnel.Account // a second account, for isolation checks
 	proto atomic.Int32   // HTTP major version of the last request (TLS fixture)
@@ -93,15 +95,21 @@ func newFixtureTLS(t *testing.T, useTLS bool) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{t: t, store: st, relay: &recordingRelay{}, clock: &clock{}}
+	f := &fixture{t: t, store: st, relay: &recordingRelay{}, bw: &fakeBandwidth{}, clock: &clock{}}
+	f.admin = f.createAccount("999988887777", "AKIAWARRENTESTADMIN")
+	f.admin, _ = st.UpdateAccount(context.Background(), f.admin.ID, func(a *tunnel.Account) error {
+		a.Name, a.Admin = "admin", true
+		return nil
+	})
 	f.acct = f.createAccount("111122223333", "AKIAWARRENTESTONE")
 	f.other = f.createAccount("444455556666", "AKIAWARRENTESTTWO")
 	a := New(Config{
-		Store:  st,
-		Relay:  f.relay,
-		Region: testRegion,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Now:    f.clock.Now,
+		Store:     st,
+		Relay:     f.relay,
+		Bandwidth: f.bw,
+		Region:    testRegion,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Now:       f.clock.Now,
 	})
 	if useTLS {
 		// HTTPS and HTTP/2, as a production listener serves.
@@ -122,7 +130,8 @@ func newFixtureTLS(t *testing.T, useTLS bool) *fixture {
 }
 
 func (f *fixture) createAccount(id, akid string) tunnel.Account {
-	a := tunnel.Account{ID: id, AccessKeyID: akid, SecretAccessKey: "secret-" + tunnel.RandomHex(16), CreatedAt: time.Now()}
+	a := tunnel.Account{ID: id, Name: "account-" + id, AccessKeyID: akid, SecretAccessKey: "secret-" + tunnel.RandomHex(16),
+		BandwidthLimit: tunnel.BandwidthDefault, CreatedAt: time.Now()}
 	if err := f.store.CreateAccount(context.Background(), a); err != nil {
 		f.t.Fatal(err)
 	}

@@ -27,6 +27,8 @@ const (
 	codeUnrecognizedClient = "UnrecognizedClientException"
 	codeTooLarge           = "RequestEntityTooLargeException"
 	codeInternal           = "InternalFailureException"
+	codeValidation         = "ValidationException"
+	codeAccessDenied       = "AccessDeniedException"
 )
 
 // apiError is an error reported to the client in AWS's error format. status
@@ -48,6 +50,12 @@ func newError(status int, code, format string, args ...any) *apiError {
 
 func errInvalid(format string, args ...any) *apiError {
 	return newError(http.StatusBadRequest, codeInvalidRequest, format, args...)
+}
+
+// errValidation is bad input to one of Warren's own services, which name it
+// as newer AWS services do.
+func errValidation(format string, args ...any) *apiError {
+	return newError(http.StatusBadRequest, codeValidation, format, args...)
 }
 
 func errNotFound(format string, args ...any) *apiError {
@@ -136,7 +144,7 @@ func (a *API) writeJSON(w http.ResponseWriter, p protocol, status int, v any) {
 		b, status = []byte(`{"__type":"InternalFailureException","message":"encoding the response failed"}`), http.StatusInternalServerError
 	}
 	ct := "application/json"
-	if p == protoJSON {
+	if p != protoREST {
 		ct = "application/x-amz-json-1.1"
 	}
 	w.Header().Set("Content-Type", ct)

@@ -15,9 +15,10 @@ type jsonOp func(ctx context.Context, c *call) (any, error)
 
 // runJSON dispatches c to the operation its X-Amz-Target names.
 func (a *API) runJSON(ctx context.Context, c *call) (any, error) {
-	op, ok := a.jsonOps[c.op]
+	target := c.r.Header.Get("X-Amz-Target")
+	op, ok := a.jsonOps[target]
 	if !ok {
-		return nil, errUnknownOperation("unknown operation %q: X-Amz-Target must be %s<Operation>", c.r.Header.Get("X-Amz-Target"), targetPrefix)
+		return nil, errUnknownOperation("unknown operation %q: X-Amz-Target must be %s<Operation> or %s<Operation>", target, targetPrefix, accountsTargetPrefix)
 	}
 	return op(ctx, c)
 }

@@ -100,6 +100,9 @@ func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
 	if err := a.store.CreateTunnel(ctx, t); err != nil {
 		return nil, err
 	}
+	if err := a.ownerExists(ctx, t); err != nil {
+		return nil, err
+	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel opened", slog.String("account", t.AccountID),
 		slog.String("tunnel", t.ID), slog.String("thing", t.ThingName), slog.Any("services", t.Services))
 	return struct {
@@ -108,6 +111,21 @@ func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
 		SourceAccessToken      string `json:"sourceAccessToken"`
 		DestinationAccessToken string `json:"destinationAccessToken"`
 	}{t.ID, t.ARN, tok.Source, tok.Destination}, nil
+}
+
+// ownerExists makes sure the account of a tunnel just created was not
+// deleted after the request was authenticated: DeleteAccount, which removes
+// an account's tunnels, cannot have seen this one, so it is removed here and
+// its tokens never handed out.
+func (a *API) ownerExists(ctx context.Context, t tunnel.Tunnel) error {
+	_, err := a.store.Account(ctx, t.AccountID)
+	if !errors.Is(err, tunnel.ErrNotFound) {
+		return err
+	}
+	if err := a.store.DeleteTunnel(ctx, t.AccountID, t.ID); err != nil && !errors.Is(err, tunnel.ErrNotFound) {
+		return err
+	}
+	return errAuth(codeUnrecognizedClient, "account %s was deleted", t.AccountID)
 }
 
 // openParams checks OpenTunnel's members the domain's Validate does not

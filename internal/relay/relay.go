@@ -320,7 +320,9 @@ func (r *Relay) markDisconnected(id string, sd side) {
 		s.LastUpdatedAt = now
 		return nil
 	})
-	if err != nil {
+	// A tunnel deleted meanwhile (close-tunnel --delete, delete-account)
+	// has no state left to record.
+	if err != nil && !errors.Is(err, tunnel.ErrNotFound) {
 		r.log.Error("relay: record disconnect", "tunnel", id, "mode", string(sd.mode()), "err", err)
 	}
 }

@@ -6,7 +6,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -16,7 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,6 +47,9 @@ const (
 	CredentialsFile = "credentials"
 	CAFile          = caCertFile
 )
+
+// AdminAccountName is the name of the admin account the first start creates.
+const AdminAccountName = "admin"
 
 // Server is a running (or ready to run) Warren service.
 type Server struct {
@@ -127,10 +129,16 @@ func (s *Server) prepare(ctx context.Context) error {
 	}
 	s.bw = bandwidth.New(bandwidth.Config{
 		Default: s.cfg.DefaultBandwidth,
-		Logger:  s.log.With("component", "bandwidth"),
+		Lookup: func(ctx context.Context, id string) (int64, error) {
+			a, err := s.store.Account(ctx, id)
+			return a.BandwidthLimit, err
+		},
+		Logger: s.log.With("component", "bandwidth"),
 	})
 	s.relay = relay.New(relay.Config{Store: s.store, Logger: s.log.With("component", "relay"), Bandwidth: s.bw})
-	a := api.New(api.Config{Store: s.store, Relay: s.relay, Region: s.cfg.Region, Logger: s.log.With("component", "api")})
+	// One handler serves every management API, the account administration
+	// included.
+	a := api.New(api.Config{Store: s.store, Relay: s.relay, Bandwidth: s.bw, Region: s.cfg.Region, Logger: s.log.With("component", "api")})
 	mux := http.NewServeMux()
 	mux.Handle("/tunnel", s.relay)
 	mux.Handle("/", a)
@@ -147,22 +155,24 @@ func (s *Server) prepare(ctx context.Context) error {
 	return nil
 }
 
-// ensureAdmin returns the admin account, creating it on first start, and
-// (re)writes the credentials file when it is missing.
+// ensureAdmin returns the admin account (the oldest account with the admin
+// flag), creating it on first start, and (re)writes the credentials file when
+// it is missing.
 func (s *Server) ensureAdmin(ctx context.Context, now time.Time) (tunnel.Account, error) {
-	accts, err := s.store.Accounts(ctx)
+	accts, err := s.store.Accounts(ctx, "", 0)
 	if err != nil {
 		return tunnel.Account{}, err
 	}
+	i := slices.IndexFunc(accts, func(a tunnel.Account) bool { return a.Admin })
 	var a tunnel.Account
-	if len(accts) > 0 {
-		a = accts[0]
-	} else {
-		a = tunnel.Account{
-			ID:              randomDigits(12),
-			AccessKeyID:     "AKIA" + randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
-			SecretAccessKey: randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40),
-			CreatedAt:       now.UTC(),
+	switch {
+	case i >= 0:
+		a = accts[i]
+	case len(accts) > 0:
+		return a, fmt.Errorf("the store has %d accounts but no admin account", len(accts))
+	default:
+		if a, err = tunnel.NewAccount(AdminAccountName, true, tunnel.BandwidthDefault, now); err != nil {
+			return a, err
 		}
 		if err := s.store.CreateAccount(ctx, a); err != nil {
 			return a, err
@@ -200,7 +210,8 @@ func (s *Server) Start() error {
 		scheme = "http"
 		s.log.Warn("PLAINTEXT MODE: serving HTTP and WebSockets WITHOUT TLS; access tokens and traffic cross the network in the clear unless a TLS-terminating load balancer is in front", "listen", s.ln.Addr().String())
 	}
-	s.log.Info("warren serving", "endpoint", scheme+"://"+s.ln.Addr().String(), "data_dir", s.cfg.DataDir)
+	s.log.Info("warren serving", "endpoint", scheme+"://"+s.ln.Addr().String(), "data_dir", s.cfg.DataDir,
+		"default_account_bandwidth", tunnel.FormatBandwidth(s.cfg.DefaultBandwidth))
 	if dir, err := filepath.Abs(s.cfg.DataDir); err == nil {
 		env := fmt.Sprintf("export AWS_SHARED_CREDENTIALS_FILE=%s AWS_ENDPOINT_URL=%s://%s AWS_REGION=%s",
 			filepath.Join(dir, CredentialsFile), scheme, s.ln.Addr(), s.cfg.Region)
@@ -244,20 +255,4 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.bw.Close()
 	errs = append(errs, s.store.Close(), s.err)
 	return errors.Join(errs...)
-}
-
-func randomDigits(n int) string { return randomFrom("0123456789", n) }
-
-func randomFrom(alphabet string, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	var sb strings.Builder
-	for _, c := range b {
-		// 256 is not a multiple of every alphabet size; the slight bias is
-		// irrelevant for identifiers, and the secret uses a 64-symbol alphabet.
-		sb.WriteByte(alphabet[int(c)%len(alphabet)])
-	}
-	return sb.String()
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/warrentunnel/warren/internal/tunnel"
 )
 
 func TestDataDirectoryOnFirstStartAndRestart(t *testing.T) {
@@ -26,6 +28,9 @@ func TestDataDirectoryOnFirstStartAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := s.Admin()
+	if !admin.Admin || admin.Name != AdminAccountName || admin.BandwidthLimit != tunnel.BandwidthDefault {
+		t.Fatalf("first start's account %+v is not the admin account", admin)
+	}
 	creds, err := os.ReadFile(filepath.Join(dir, CredentialsFile))
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ type Store struct {
 	db *sql.DB
 }
 
+// schema is version 0 of the schema; migrations change it from there.
 const schema = `
 CREATE TABLE IF NOT EXISTS accounts (
 	id TEXT PRIMARY KEY,
@@ -55,49 +56,67 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if _, err := db.Exec(schema); err != nil {
+	if err := migrate(context.Background(), db); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("create schema in %s: %w", path, err)
+		return nil, fmt.Errorf("prepare schema in %s: %w", path, err)
 	}
 	return &Store{db: db}, nil
 }
 
+// migrations bring a database's schema from one version (SQLite's
+// user_version) to the next: a database of version N has had the first N
+// applied on top of schema, which is version 0, the first release's. Append
+// only; never change one that was released.
+var migrations = []string{
+	// 1: accounts have a unique name, an admin flag and their own bandwidth
+	// limit (-1: the server's default). An older database's oldest account
+	// is the admin account its first start created; any other gets a name
+	// made from its id.
+	`ALTER TABLE accounts ADD COLUMN name TEXT NOT NULL DEFAULT '';
+	ALTER TABLE accounts ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE accounts ADD COLUMN bandwidth_limit INTEGER NOT NULL DEFAULT -1;
+	UPDATE accounts SET admin = 1, name = 'admin' WHERE id = (SELECT id FROM accounts ORDER BY created_at, id LIMIT 1);
+	UPDATE accounts SET name = 'account-' || id WHERE name = '';
+	CREATE UNIQUE INDEX accounts_by_name ON accounts (name);
+	CREATE INDEX accounts_by_age ON accounts (created_at, id);`,
+}
+
+// migrate creates the schema and applies the migrations a database lacks, in
+// one transaction: a failure leaves the database as it was, and two servers
+// starting on one database do not both migrate it (the transaction takes the
+// write lock at its start).
+func migrate(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	var version int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("the database's schema version %d is newer than this warren's (%d): run a newer warren", version, len(migrations))
+	}
+	if version == len(migrations) {
+		return nil
+	}
+	for i := version; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+		return fmt.Errorf("write schema version: %w", err)
+	}
+	return tx.Commit()
+}
+
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
-
-// CreateAccount adds an account.
-func (s *Store) CreateAccount(ctx context.Context, a tunnel.Account) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO accounts (id, access_key_id, secret_access_key, created_at) VALUES (?, ?, ?, ?)`,
-		a.ID, a.AccessKeyID, a.SecretAccessKey, a.CreatedAt.UnixNano())
-	if err != nil {
-		return fmt.Errorf("create account %s: %w", a.ID, err)
-	}
-	return nil
-}
-
-// AccountByAccessKey finds the account that owns an access key id.
-func (s *Store) AccountByAccessKey(ctx context.Context, accessKeyID string) (tunnel.Account, error) {
-	return s.account(ctx, `SELECT id, access_key_id, secret_access_key, created_at FROM accounts WHERE access_key_id = ?`, accessKeyID)
-}
-
-// Account finds an account by id.
-func (s *Store) Account(ctx context.Context, id string) (tunnel.Account, error) {
-	return s.account(ctx, `SELECT id, access_key_id, secret_access_key, created_at FROM accounts WHERE id = ?`, id)
-}
-
-func (s *Store) account(ctx context.Context, q string, arg string) (tunnel.Account, error) {
-	var a tunnel.Account
-	var created int64
-	err := s.db.QueryRowContext(ctx, q, arg).Scan(&a.ID, &a.AccessKeyID, &a.SecretAccessKey, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return a, tunnel.ErrNotFound
-	}
-	if err != nil {
-		return a, fmt.Errorf("read account: %w", err)
-	}
-	a.CreatedAt = time.Unix(0, created).UTC()
-	return a, nil
-}
 
 // CreateThing adds a thing; tunnel.ErrExists if the account has one of that name.
 func (s *Store) CreateThing(ctx context.Context, t tunnel.Thing) error {

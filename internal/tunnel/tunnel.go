@@ -45,15 +45,6 @@ const (
 	MaxTags                = 200
 )
 
-// Account owns tunnels and things. Its secret key is kept in the clear
-// because SigV4 verification needs it, like AWS's own key store.
-type Account struct {
-	ID              string // 12 digits, as an AWS account id
-	AccessKeyID     string
-	SecretAccessKey string
-	CreatedAt       time.Time
-}
-
 // Thing is a registered device; a tunnel's destination names one.
 type Thing struct {
 	AccountID  string
