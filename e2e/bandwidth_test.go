@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -169,4 +170,140 @@ func perSecondKB(r limitRun) []int {
 		out[i] = int(float64(b) / r.window.Seconds() / 1000)
 	}
 	return out
+}
+
+// downloadRate runs n endless downloads through port for d and returns
+// their bytes per second together (after a short warm-up).
+func downloadRate(t *testing.T, port, n int, d time.Duration) float64 {
+	t.Helper()
+	return runDownloads(t, port, n, 300*time.Millisecond, d).rate()
+}
+
+// Accounts A (at the default limit) and B (unlimited) on one relay at once:
+// A gets its limit, and B runs as fast as it does alone.
+func TestBandwidthLimitIsPerAccount(t *testing.T) {
+	const limit = 800_000
+	s := startService(t, "--default-account-bandwidth", "800KB")
+	var b struct{ AccountID string }
+	s.warren(t, &b, "create-account", "--account-name", "unlimited", "--bandwidth-limit", "0",
+		"--credentials-file", filepath.Join(s.dir, "credentials"), "--profile", "unlimited")
+	bs := *s
+	bs.env = append(slices.Clone(s.env), "AWS_PROFILE=unlimited")
+	dev := bulkDevice(t, 1<<40)
+	_, aPorts, _, _ := s.tunnelPair(t, "a-device", []string{"BULK"}, []string{dev})
+	_, bPorts, _, _ := bs.tunnelPair(t, "b-device", []string{"BULK"}, []string{dev})
+
+	const window = 3 * time.Second
+	alone1 := downloadRate(t, bPorts[0], 4, window)
+	var withA float64
+	var runA limitRun
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		runA = runDownloads(t, aPorts[0], 8, time.Second, window+time.Second)
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	withA = downloadRate(t, bPorts[0], 4, window)
+	wg.Wait()
+	alone2 := downloadRate(t, bPorts[0], 4, window)
+	alone := (alone1 + alone2) / 2
+	t.Logf("account B (unlimited), 4 downloads: alone %.0f and %.0f MB/s, beside A %.0f MB/s (%.0f%% of alone)",
+		alone1/1e6, alone2/1e6, withA/1e6, 100*withA/alone)
+	t.Logf("account A (800 KB/s), 8 downloads beside B: %.0f KB/s", runA.rate()/1000)
+	if r := runA.rate(); r < 0.95*limit || r > 1.05*limit {
+		t.Errorf("A moved %.0f B/s beside B, want within 5%% of %d", r, limit)
+	}
+	// Loose: the machine is shared and B is CPU-bound; the figure above is
+	// what to read.
+	if withA < 0.7*alone {
+		t.Errorf("B ran at %.0f MB/s beside A, %.0f alone", withA/1e6, alone/1e6)
+	}
+	var d struct {
+		EffectiveBandwidthLimit int64
+	}
+	s.warren(t, &d, "describe-account", "--account-id", b.AccountID)
+	if d.EffectiveBandwidthLimit != 0 {
+		t.Errorf("B's limit in force: %d, want 0 (unlimited)", d.EffectiveBandwidthLimit)
+	}
+}
+
+// update-account raises and lowers the limit of a live tunnel, and the new
+// rate shows within a second; describe-account shows the limit and rates.
+func TestUpdateAccountLimitLive(t *testing.T) {
+	s := startService(t, "--default-account-bandwidth", "800KB")
+	var admin struct{ Accounts []struct{ AccountID string } }
+	s.warren(t, &admin, "list-accounts")
+	id := admin.Accounts[0].AccountID
+	dev := bulkDevice(t, 1<<40)
+	_, ports, _, _ := s.tunnelPair(t, "live", []string{"BULK"}, []string{dev})
+
+	// Bytes received per 100 ms by 4 downloads, sampled in the background.
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	var got atomic.Int64
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	for range 4 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		c.Write([]byte{'D'})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := c.Read(buf)
+				got.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		wg.Wait()
+	}()
+	// rateBetween is the rate from a to b after now.
+	rateBetween := func(a, b time.Duration) float64 {
+		time.Sleep(a)
+		n0 := got.Load()
+		time.Sleep(b - a)
+		return float64(got.Load()-n0) / (b - a).Seconds()
+	}
+	time.Sleep(time.Second)
+	before := rateBetween(0, time.Second)
+
+	s.warren(t, nil, "update-account", "--account-id", id, "--bandwidth-limit", "4MB")
+	raised := rateBetween(300*time.Millisecond, 1300*time.Millisecond)
+	var d struct {
+		BandwidthLimit          int64
+		EffectiveBandwidthLimit int64
+		CurrentRate             struct{ SourceToDestination, DestinationToSource float64 }
+	}
+	s.warren(t, &d, "describe-account", "--account-id", id)
+
+	s.warren(t, nil, "update-account", "--account-id", id, "--bandwidth-limit", "400KB")
+	lowered := rateBetween(time.Second, 2*time.Second)
+	t.Logf("4 downloads: %.0f KB/s at 800KB, %.0f KB/s from 0.3 s after raising to 4MB, %.0f KB/s from 1 s after lowering to 400KB",
+		before/1000, raised/1000, lowered/1000)
+	t.Logf("describe-account while at 4MB: %+v", d)
+	if before < 0.9*800_000 || before > 1.1*800_000 {
+		t.Errorf("before: %.0f B/s, want about 800 KB/s", before)
+	}
+	if raised < 0.9*4_000_000 || raised > 1.1*4_000_000 {
+		t.Errorf("after raising: %.0f B/s, want about 4 MB/s", raised)
+	}
+	if lowered < 0.9*400_000 || lowered > 1.1*400_000 {
+		t.Errorf("after lowering: %.0f B/s, want about 400 KB/s", lowered)
+	}
+	if d.BandwidthLimit != 4_000_000 || d.EffectiveBandwidthLimit != 4_000_000 ||
+		d.CurrentRate.DestinationToSource < 0.5*4_000_000 || d.CurrentRate.DestinationToSource > 1.2*4_000_000 {
+		t.Errorf("describe-account at 4MB: %+v", d)
+	}
 }
