@@ -172,6 +172,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Resources, "resources", 100, "resources on the sample page")
 	fs.IntVar(&cfg.Parallel, "parallel", 16, "simultaneous connections for the parallel page load")
 	fs.BoolVar(&cfg.Exit, "exit", false, "exit after the page loads instead of waiting for Ctrl-C")
+	cfg.Bandwidth = 800_000
+	fs.Func("default-account-bandwidth", "the server's default account bandwidth limit, as for warren serve (0: unlimited) (default 800KB)", func(v string) error {
+		n, err := tunnel.ParseBandwidth(v)
+		if err == nil && n < 0 {
+			err = errors.New("want a limit or 0")
+		}
+		cfg.Bandwidth = max(n, 0)
+		return err
+	})
 	level := fs.String("log-level", "warn", "log level of the embedded server and proxies")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

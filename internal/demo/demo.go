@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/warrentunnel/warren/internal/tunnel"
 )
 
 // Config of a demo run.
@@ -19,6 +21,9 @@ type Config struct {
 	Port      int // source local proxy port (0: any free port; a busy port falls back to a free one)
 	Resources int // resources on the sample page
 	Parallel  int // simultaneous connections of the parallel load
+	// Bandwidth is the server's default account bandwidth limit, bytes per
+	// second (0: unlimited); the demo also loads the page without it.
+	Bandwidth int64
 	Exit      bool
 	Logger    *slog.Logger
 	Out       io.Writer
@@ -48,9 +53,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	tun, err := OpenTunnel(ctx, TunnelConfig{
-		Targets: map[string]string{"HTTP": dev.Addr()},
-		Ports:   map[string]int{"HTTP": port},
-		Logger:  cfg.Logger,
+		Targets:   map[string]string{"HTTP": dev.Addr()},
+		Ports:     map[string]int{"HTTP": port},
+		Bandwidth: cfg.Bandwidth,
+		Logger:    cfg.Logger,
 	})
 	if err != nil {
 		return err
@@ -61,17 +67,30 @@ func Run(ctx context.Context, cfg Config) error {
 	fmt.Fprintf(out, "thing DemoDevice, tunnel %s with service HTTP\n", tun.ID)
 	fmt.Fprintf(out, "source local proxy listens on %s; the destination local proxy connects to the device\n\n", tun.Sources["HTTP"])
 
-	one, err := LoadPage(ctx, base, 1)
-	if err != nil {
-		return fmt.Errorf("page load with 1 connection: %w", err)
+	if cfg.Bandwidth > 0 {
+		fmt.Fprintf(out, "bandwidth limit in force: %s in each direction, the server's default for an account\n", tunnel.FormatBandwidth(cfg.Bandwidth))
+		fmt.Fprintf(out, "(warren serve --default-account-bandwidth; warren update-account --bandwidth-limit for one account)\n")
+		size := float64(cfg.Resources * resourceSize)
+		fmt.Fprintf(out, "the page's resources are %.0f KB: at the limit they take %.1f s to send however many connections\n"+
+			"carry them; simultaneous connections gain only on the device's think time and the round trips\n\n",
+			size/1000, size/float64(cfg.Bandwidth))
+		if err := loadBoth(ctx, out, base, cfg, "at the limit"); err != nil {
+			return err
+		}
+		if err := tun.SetBandwidth(ctx, 0); err != nil {
+			return fmt.Errorf("update-account: %w", err)
+		}
+		fmt.Fprintf(out, "\nwarren update-account --bandwidth-limit 0: the demo's account is now unlimited\n")
 	}
-	fmt.Fprintf(out, "page + %d resources through the tunnel, 1 connection:                %8.1f ms\n", cfg.Resources, ms(one))
-	many, err := LoadPage(ctx, base, cfg.Parallel)
-	if err != nil {
-		return fmt.Errorf("page load with %d connections: %w", cfg.Parallel, err)
+	if err := loadBoth(ctx, out, base, cfg, "unlimited"); err != nil {
+		return err
 	}
-	fmt.Fprintf(out, "page + %d resources through the tunnel, %d simultaneous connections: %8.1f ms (%.1fx faster)\n",
-		cfg.Resources, cfg.Parallel, ms(many), float64(one)/float64(many))
+	if cfg.Bandwidth > 0 {
+		if err := tun.SetBandwidth(ctx, tunnel.BandwidthDefault); err != nil {
+			return fmt.Errorf("update-account: %w", err)
+		}
+		fmt.Fprintf(out, "\nwarren update-account --bandwidth-limit default: back to %s for your browser\n", tunnel.FormatBandwidth(cfg.Bandwidth))
+	}
 	fmt.Fprintf(out, "(the device spends %v of think time on each resource)\n\n", thinkTime)
 	fmt.Fprintf(out, "Open %s/ in a browser to load the device's page through the tunnel.\n", base)
 	if cfg.Exit {
@@ -85,6 +104,23 @@ func Run(ctx context.Context, cfg Config) error {
 	err = tun.Close()
 	fmt.Fprintln(out, "\nstopped; removed", tun.DataDir)
 	return err
+}
+
+// loadBoth loads the page with one connection and with cfg.Parallel, and
+// prints both times.
+func loadBoth(ctx context.Context, out io.Writer, base string, cfg Config, label string) error {
+	one, err := LoadPage(ctx, base, 1)
+	if err != nil {
+		return fmt.Errorf("page load with 1 connection: %w", err)
+	}
+	fmt.Fprintf(out, "page + %d resources, %-12s  1 connection:  %8.1f ms\n", cfg.Resources, label+",", ms(one))
+	many, err := LoadPage(ctx, base, cfg.Parallel)
+	if err != nil {
+		return fmt.Errorf("page load with %d connections: %w", cfg.Parallel, err)
+	}
+	fmt.Fprintf(out, "page + %d resources, %-12s %2d connections: %8.1f ms (%.1fx faster)\n",
+		cfg.Resources, label+",", cfg.Parallel, ms(many), float64(one)/float64(many))
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

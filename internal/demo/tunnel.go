@@ -35,8 +35,11 @@ type TunnelConfig struct {
 	Targets map[string]string
 	// Ports maps a service to the source local proxy's port (0 or absent:
 	// any free port).
-	Ports  map[string]int
-	Logger *slog.Logger
+	Ports map[string]int
+	// Bandwidth is the server's default account bandwidth limit, in bytes
+	// per second (0: unlimited).
+	Bandwidth int64
+	Logger    *slog.Logger
 }
 
 // Tunnel is a running loopback tunnel.
@@ -47,6 +50,7 @@ type Tunnel struct {
 	Sources  map[string]string // service → source local proxy's listen address
 
 	srv       *server.Server
+	aws       aws.Config // the admin account's clients
 	closeOnce sync.Once
 	closeErr  error
 	stop      context.CancelFunc
@@ -75,7 +79,8 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 			t.Close()
 		}
 	}()
-	t.srv, err = server.Open(ctx, server.Config{Listen: "127.0.0.1:0", DataDir: dir, Logger: cfg.Logger.With("component", "server")})
+	t.srv, err = server.Open(ctx, server.Config{Listen: "127.0.0.1:0", DataDir: dir, DefaultBandwidth: cfg.Bandwidth,
+		Logger: cfg.Logger.With("component", "server")})
 	if err != nil {
 		return t, err
 	}
@@ -87,6 +92,7 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 	if err != nil {
 		return t, err
 	}
+	t.aws = awsCfg
 	services := make([]string, 0, len(cfg.Targets))
 	for s := range cfg.Targets {
 		services = append(services, s)
@@ -180,6 +186,17 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 
 func connected(s *admin.ConnectionState) bool {
 	return s != nil && s.Status == admin.ConnectionStatusConnected
+}
+
+// SetBandwidth sets the tunnel's account's own bandwidth limit with
+// update-account (tunnel.BandwidthDefault: back to the server's default; 0:
+// unlimited).
+func (t *Tunnel) SetBandwidth(ctx context.Context, limit int64) error {
+	_, err := admin.NewAccountClient(t.aws).UpdateAccount(ctx, &admin.UpdateAccountInput{
+		AccountID:      t.srv.Admin().ID,
+		BandwidthLimit: limit,
+	})
+	return err
 }
 
 // Done is closed when a local proxy has stopped; Close says why.
