@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
+	"net/http"
 	"regexp"
 	"strings"
 
@@ -97,7 +98,10 @@ func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.store.CreateTunnel(ctx, t); err != nil {
+	if err := a.store.CreateTunnelWithin(ctx, t, a.maxTunnels); errors.Is(err, tunnel.ErrLimitExceeded) {
+		return nil, newError(http.StatusBadRequest, codeLimitExceeded,
+			"this account already has %d open tunnels, the most this server allows; close one (CloseTunnel) before opening another", a.maxTunnels)
+	} else if err != nil {
 		return nil, err
 	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel opened", slog.String("account", t.AccountID),
