@@ -136,12 +136,14 @@ func (p *proc) exited() bool {
 type service struct {
 	dir, addr string
 	env       []string
+	args      []string // more `warren serve` flags
 	p         *proc
 }
 
-func startService(t *testing.T) *service {
+// startService runs `warren serve` with the defaults and flags.
+func startService(t *testing.T, flags ...string) *service {
 	t.Helper()
-	s := &service{dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	s := &service{dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), args: flags}
 	s.env = []string{
 		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(s.dir, "credentials"),
 		"AWS_CONFIG_FILE=" + filepath.Join(s.dir, "no-config"),
@@ -158,7 +160,8 @@ func startService(t *testing.T) *service {
 
 func (s *service) start(t *testing.T) {
 	t.Helper()
-	s.p = start(t, "warren serve", nil, bin.warren, "serve", "--listen", s.addr, "--data-dir", s.dir, "--log-level", "debug")
+	args := append([]string{"serve", "--listen", s.addr, "--data-dir", s.dir, "--log-level", "debug"}, s.args...)
+	s.p = start(t, "warren serve", nil, bin.warren, args...)
 	waitFor(t, 20*time.Second, "warren serve to listen", func() bool {
 		c, err := net.DialTimeout("tcp", s.addr, time.Second)
 		if err != nil {
