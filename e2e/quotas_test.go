@@ -26,7 +26,7 @@ func TestQuotas(t *testing.T) {
 	var second openTunnelOut
 	s.warren(t, &second, "open-tunnel", "--destination-config", "thingName=echo,services=ECHO")
 	stdout, stderr, err := s.run(bin.warren, "open-tunnel", "--destination-config", "thingName=echo,services=ECHO")
-	if err == nil || !strings.Contains(stderr, "LimitExceededException") || !strings.Contains(stderr, "2 open tunnels") {
+	if err == nil || !strings.Contains(stderr, "LimitExceededException") || !strings.Contains(stderr, "open tunnels per account on this server is 2") {
 		t.Fatalf("third open-tunnel: %v\n%s%s", err, stdout, stderr)
 	}
 	s.warren(t, nil, "close-tunnel", "--tunnel-id", second.TunnelID)

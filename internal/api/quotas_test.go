@@ -35,7 +35,7 @@ func TestOpenTunnelLimit(t *testing.T) {
 	if !errors.As(err, &rf) || rf.Code() != codeLimitExceeded || rf.StatusCode() != http.StatusBadRequest {
 		t.Fatalf("third OpenTunnel: %v, want %s with status 400", err, codeLimitExceeded)
 	}
-	if !strings.Contains(rf.Message(), "2 open tunnels") {
+	if !strings.Contains(rf.Message(), "open tunnels per account on this server is 2") {
 		t.Errorf("message %q does not name the limit", rf.Message())
 	}
 	var le *iotsecuretunneling.LimitExceededException

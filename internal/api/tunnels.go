@@ -98,9 +98,11 @@ func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The AWS SDKs count LimitExceededException among throttling errors and
+	// retry it a few times before reporting it, as they would with AWS.
 	if err := a.store.CreateTunnelWithin(ctx, t, a.maxTunnels); errors.Is(err, tunnel.ErrLimitExceeded) {
 		return nil, newError(http.StatusBadRequest, codeLimitExceeded,
-			"this account already has %d open tunnels, the most this server allows; close one (CloseTunnel) before opening another", a.maxTunnels)
+			"the limit of open tunnels per account on this server is %d, and this account has reached it; close a tunnel (CloseTunnel) before opening another", a.maxTunnels)
 	} else if err != nil {
 		return nil, err
 	}
