@@ -191,8 +191,8 @@ func (p *peer) readLoop() error {
 			return v
 		}
 		if !p.ts.track(&m, p.r.maxConns) {
-			f.Free()
 			p.refuseOverLimit(&m)
+			f.Free()
 			continue
 		}
 		if err := p.forward(f, &m); err != nil {
