@@ -155,8 +155,7 @@ func (ts *tunnelState) track(m *wire.Message, limit int) bool {
 			return false
 		}
 		if s == nil {
-			ts.services = append(ts.services, serviceState{activeStream: activeStream{serviceID: m.ServiceID}})
-			s = &ts.services[len(ts.services)-1]
+			s = ts.addService(m.ServiceID)
 		}
 		s.streamID = m.StreamID
 		ts.live -= replaced
@@ -178,8 +177,7 @@ func (ts *tunnelState) track(m *wire.Message, limit int) bool {
 			return false
 		}
 		if s == nil {
-			ts.services = append(ts.services, serviceState{activeStream: activeStream{serviceID: m.ServiceID}})
-			s = &ts.services[len(ts.services)-1]
+			s = ts.addService(m.ServiceID)
 		}
 		if s.conns == nil {
 			s.conns = map[connRef]struct{}{}
@@ -211,6 +209,12 @@ func (ts *tunnelState) track(m *wire.Message, limit int) bool {
 		ts.forgetIfDone(i)
 	}
 	return true
+}
+
+// addService starts following service id. Call with mu held.
+func (ts *tunnelState) addService(id string) *serviceState {
+	ts.services = append(ts.services, serviceState{activeStream: activeStream{serviceID: id}})
+	return &ts.services[len(ts.services)-1]
 }
 
 // forgetIfDone drops service i once it has neither stream nor connections;
