@@ -274,6 +274,10 @@ func (s *Server) Start() error {
 		s.log.Warn("PLAINTEXT MODE: serving HTTP and WebSockets WITHOUT TLS; access tokens and traffic cross the network in the clear unless a TLS-terminating load balancer is in front", "listen", s.ln.Addr().String())
 	}
 	s.log.Info("warren serving", "endpoint", scheme+"://"+s.ln.Addr().String(), "data_dir", s.cfg.DataDir)
+	q := s.cfg.Quotas
+	s.log.Info("quotas (0: no limit)", "tunnels_per_account", q.TunnelsPerAccount, "connections_per_tunnel", q.ConnectionsPerTunnel,
+		"api_rate", q.APIRate, "api_burst", q.APIBurst,
+		"handshake_failure_rate", q.HandshakeFailureRate, "handshake_failure_burst", q.HandshakeFailureBurst)
 	if dir, err := filepath.Abs(s.cfg.DataDir); err == nil {
 		env := fmt.Sprintf("export AWS_SHARED_CREDENTIALS_FILE=%s AWS_ENDPOINT_URL=%s://%s AWS_REGION=%s",
 			filepath.Join(dir, CredentialsFile), scheme, s.ln.Addr(), s.cfg.Region)
