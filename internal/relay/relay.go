@@ -182,7 +182,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.failures.Empty(client) {
 		r.stats.throttled.Add(1)
 		r.reject(w, req, channelID, h.mode, reject(http.StatusTooManyRequests,
-			"too many failed handshakes from your address (more than %d, or %g per second); wait, then connect with a valid access token",
+			"too many failed handshakes from your address (this server allows %d at once, then %g per second); wait, then connect with a valid access token",
 			r.failureBurst, r.failureRate))
 		return
 	}
