@@ -135,17 +135,18 @@ func (p *proc) exited() bool {
 // service is a running `warren serve` with the environment its users export.
 type service struct {
 	dir, addr string
-	flags     []string // of warren serve, kept over restarts
 	env       []string
+	args      []string // `warren serve` flags, kept over restarts
 	p         *proc
 }
 
-// startService starts `warren serve` with an unlimited default account
-// bandwidth (the tests of the limit set it with flags) and extra flags.
+// startService runs `warren serve` with an unlimited default account
+// bandwidth (the tests of the limit set it with flags), the other defaults,
+// and flags.
 func startService(t *testing.T, flags ...string) *service {
 	t.Helper()
-	s := &service{dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
-	s.flags = append([]string{"--default-account-bandwidth", "0"}, flags...)
+	s := &service{dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		args: append([]string{"--default-account-bandwidth", "0"}, flags...)}
 	s.env = []string{
 		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(s.dir, "credentials"),
 		"AWS_CONFIG_FILE=" + filepath.Join(s.dir, "no-config"),
@@ -162,7 +163,7 @@ func startService(t *testing.T, flags ...string) *service {
 
 func (s *service) start(t *testing.T) {
 	t.Helper()
-	args := append([]string{"serve", "--listen", s.addr, "--data-dir", s.dir, "--log-level", "debug"}, s.flags...)
+	args := append([]string{"serve", "--listen", s.addr, "--data-dir", s.dir, "--log-level", "debug"}, s.args...)
 	s.p = start(t, "warren serve", nil, bin.warren, args...)
 	waitFor(t, 20*time.Second, "warren serve to listen", func() bool {
 		c, err := net.DialTimeout("tcp", s.addr, time.Second)

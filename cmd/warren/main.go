@@ -121,6 +121,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		return nil
 	})
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	q := server.DefaultQuotas()
+	fs.IntVar(&q.TunnelsPerAccount, "max-tunnels-per-account", q.TunnelsPerAccount,
+		"open tunnels an account may have; OpenTunnel past it is LimitExceededException (0: no limit)")
+	fs.IntVar(&q.ConnectionsPerTunnel, "max-connections-per-tunnel", q.ConnectionsPerTunnel,
+		"simultaneous TCP connections of a tunnel; a client past it has its socket closed at once (0: no limit)")
+	fs.Float64Var(&q.APIRate, "api-rate", q.APIRate,
+		"API requests per second of an account; past it (and the burst), ThrottlingException, HTTP 429 (0: no limit)")
+	fs.IntVar(&q.APIBurst, "api-burst", q.APIBurst, "API requests an account may make in a burst, before --api-rate paces it")
+	fs.Float64Var(&q.HandshakeFailureRate, "handshake-failure-rate", q.HandshakeFailureRate,
+		"failed tunnel handshakes (bad access or client token) per second from one IP address; past it (and the burst), HTTP 429 (0: no limit)")
+	fs.IntVar(&q.HandshakeFailureBurst, "handshake-failure-burst", q.HandshakeFailureBurst,
+		"failed tunnel handshakes one IP address may make in a burst, before --handshake-failure-rate paces it")
+	cfg.Quotas = &q
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/warrentunnel/warren/internal/ratelimit"
 	"github.com/warrentunnel/warren/internal/tunnel"
 )
 
@@ -44,7 +45,10 @@ type Store interface {
 	Things(ctx context.Context, accountID, after string, limit int) ([]tunnel.Thing, error)
 	DeleteThing(ctx context.Context, accountID, name string) error
 
-	CreateTunnel(ctx context.Context, t tunnel.Tunnel) error
+	// CreateTunnelWithin adds t unless its account has maxOpen open
+	// tunnels already (tunnel.ErrLimitExceeded), atomically: two
+	// concurrent calls cannot both take the last place.
+	CreateTunnelWithin(ctx context.Context, t tunnel.Tunnel, maxOpen int) error
 	Tunnel(ctx context.Context, accountID, id string) (tunnel.Tunnel, error)
 	Tunnels(ctx context.Context, accountID, thingName, after string, limit int) ([]tunnel.Tunnel, error)
 	UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tunnel) error) (tunnel.Tunnel, error)
@@ -74,6 +78,7 @@ type Bandwidth interface {
 }
 
 // Config configures the API. Store is required; the rest has defaults.
+// The quotas' zero values mean no limit; `warren serve` sets its defaults.
 type Config struct {
 	Store Store
 	Relay Relay // nil: nobody to disconnect
@@ -83,6 +88,16 @@ type Config struct {
 	Region    string           // DefaultRegion if empty
 	Logger    *slog.Logger     // slog.Default() if nil
 	Now       func() time.Time // time.Now if nil
+
+	// MaxOpenTunnels is how many open tunnels an account may have:
+	// OpenTunnel beyond it fails with LimitExceededException.
+	MaxOpenTunnels int
+	// RequestRate and RequestBurst are each account's token bucket for
+	// API requests (requests per second, and how many may come at once):
+	// beyond it a request fails with ThrottlingException (429), which the
+	// AWS SDKs retry after a pause. RequestBurst below 1 counts as 1.
+	RequestRate  float64
+	RequestBurst int
 }
 
 // API serves the management API. It is safe for concurrent use.
@@ -94,6 +109,11 @@ type API struct {
 	log       *slog.Logger
 	now       func() time.Time
 	signer    *v4.Signer
+
+	maxTunnels int
+	rate       float64
+	burst      int
+	requests   *ratelimit.Buckets // by account id; nil: no limit
 
 	jsonOps map[string]jsonOp
 }
@@ -108,6 +128,11 @@ func New(cfg Config) *API {
 		log:       cfg.Logger,
 		now:       cfg.Now,
 		signer:    v4.NewSigner(),
+
+		maxTunnels: cfg.MaxOpenTunnels,
+		rate:       cfg.RequestRate,
+		burst:      max(cfg.RequestBurst, 1),
+		requests:   ratelimit.New(ratelimit.Config{Rate: cfg.RequestRate, Burst: cfg.RequestBurst}),
 	}
 	if a.region == "" {
 		a.region = DefaultRegion
@@ -218,6 +243,11 @@ func (a *API) serve(ctx context.Context, c *call) (any, error) {
 	c.body = body
 	if c.account, err = a.authenticate(ctx, r, body, service); err != nil {
 		return nil, err
+	}
+	// Counted after authentication, against the signing account: an
+	// unsigned or forged request cannot use up an account's requests.
+	if !a.requests.Allow(c.account.ID) {
+		return nil, errThrottled(a.rate, a.burst)
 	}
 	return run(ctx, c)
 }

@@ -88,7 +88,10 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture { return newFixtureTLS(t, false) }
 
-func newFixtureTLS(t *testing.T, useTLS bool) *fixture {
+func newFixtureTLS(t *testing.T, useTLS bool) *fixture { return newFixtureWith(t, useTLS, nil) }
+
+// newFixtureWith lets tune change the API's Config (quotas) first.
+func newFixtureWith(t *testing.T, useTLS bool, tune func(*Config)) *fixture {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "warren.db"))
 	if err != nil {
@@ -103,14 +106,18 @@ func newFixtureTLS(t *testing.T, useTLS bool) *fixture {
 	})
 	f.acct = f.createAccount("111122223333", "AKIAWARRENTESTONE")
 	f.other = f.createAccount("444455556666", "AKIAWARRENTESTTWO")
-	a := New(Config{
+	cfg := Config{
 		Store:     st,
 		Relay:     f.relay,
 		Bandwidth: f.bw,
 		Region:    testRegion,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now:       f.clock.Now,
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	a := New(cfg)
 	if useTLS {
 		// HTTPS and HTTP/2, as a production listener serves.
 		f.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -17,6 +17,7 @@ const (
 	codeNotFound           = "ResourceNotFoundException"
 	codeExists             = "ResourceAlreadyExistsException"
 	codeLimitExceeded      = "LimitExceededException"
+	codeThrottling         = "ThrottlingException"
 	codeVersionConflict    = "VersionConflictException"
 	codeSerialization      = "SerializationException"
 	codeUnknownOperation   = "UnknownOperationException"
@@ -72,6 +73,15 @@ func errUnknownOperation(format string, args ...any) *apiError {
 
 func errTooLarge() *apiError {
 	return newError(http.StatusRequestEntityTooLarge, codeTooLarge, "the request body is larger than %d bytes", MaxBodyBytes)
+}
+
+// errThrottled is a request beyond its account's rate. Both protocols
+// answer 429: the SDKs retry ThrottlingException by its code, and HTTP
+// clients and proxies know the status. (The iot model gives the shape 400;
+// no SDK depends on that, they match the code.)
+func errThrottled(rate float64, burst int) *apiError {
+	return newError(http.StatusTooManyRequests, codeThrottling,
+		"rate exceeded: this server allows each account %g API requests per second, in bursts of up to %d; retry after a pause", rate, burst)
 }
 
 // errAuth is an authentication failure: always 403, like AWS.

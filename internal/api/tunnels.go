@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
+	"net/http"
 	"regexp"
 	"strings"
 
@@ -97,7 +98,12 @@ func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.store.CreateTunnel(ctx, t); err != nil {
+	// The AWS SDKs count LimitExceededException among throttling errors and
+	// retry it a few times before reporting it, as they would with AWS.
+	if err := a.store.CreateTunnelWithin(ctx, t, a.maxTunnels); errors.Is(err, tunnel.ErrLimitExceeded) {
+		return nil, newError(http.StatusBadRequest, codeLimitExceeded,
+			"the limit of open tunnels per account on this server is %d, and this account has reached it; close a tunnel (CloseTunnel) before opening another", a.maxTunnels)
+	} else if err != nil {
 		return nil, err
 	}
 	if err := a.ownerExists(ctx, t); err != nil {

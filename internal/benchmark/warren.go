@@ -62,8 +62,14 @@ func startWarren(ctx context.Context, exe, localProxy, dir string, targets map[s
 		return w, err
 	}
 	w.endpoint = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	// The idle rows open 1000 tunnels besides the bench's own, through the
+	// API as fast as it answers, and the bench polls DescribeTunnel: past
+	// the default quotas of tunnels and API requests per account, so those
+	// two are lifted. The connections per tunnel keep their default (1000),
+	// which the 1000 simultaneous echoes reach exactly. The data path runs
+	// at full speed: no account bandwidth limit.
 	w.server, err = startDebuggable(ctx, "warren serve", exe, "serve", "--listen", w.endpoint, "--data-dir", w.dataDir, "--log-level", "warn",
-		"--default-account-bandwidth", "0") // the data path at full speed
+		"--max-tunnels-per-account", "0", "--api-rate", "0", "--default-account-bandwidth", "0")
 	if err != nil {
 		return w, err
 	}

@@ -163,7 +163,8 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 		return t, errors.New("the source local proxy did not start listening within 30 s")
 	}
 	// A connection made before the destination is connected would be
-	// refused; wait until DescribeTunnel shows both sides connected.
+	// refused; wait until DescribeTunnel shows both sides connected,
+	// asking no faster than the server's default API rate (20/s).
 	for {
 		d, err := tc.DescribeTunnel(ctx, &admin.DescribeTunnelInput{TunnelID: t.ID})
 		if err != nil {
@@ -179,7 +180,7 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 			return t, ctx.Err()
 		case <-deadline:
 			return t, errors.New("the local proxies did not both connect within 30 s")
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

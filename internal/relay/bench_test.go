@@ -105,7 +105,7 @@ func BenchmarkForward(b *testing.B) {
 				if v := checkFrame(&m, src.mode, src.services); v != nil {
 					b.Fatal(v)
 				}
-				ts.track(&m)
+				ts.track(&m, 0)
 				if err := src.forward(f, &m); err != nil {
 					b.Fatal(err)
 				}

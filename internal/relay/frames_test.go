@@ -103,15 +103,15 @@ func TestEncodeFor(t *testing.T) {
 
 func TestTrackStreams(t *testing.T) {
 	ts := &tunnelState{}
-	ts.track(&wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "A", ConnectionID: 1})
-	ts.track(&wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "B", ConnectionID: 1})
-	ts.track(&wire.Message{Type: wire.TypeConnectionStart, StreamID: 1, ServiceID: "A", ConnectionID: 2})
-	ts.track(&wire.Message{Type: wire.TypeStreamStart, StreamID: 2, ServiceID: "A", ConnectionID: 3})
-	ts.track(&wire.Message{Type: wire.TypeStreamReset, StreamID: 1, ServiceID: "A"}) // stale: ignored
-	ts.track(&wire.Message{Type: wire.TypeStreamReset, StreamID: 1, ServiceID: "B"})
-	want := []activeStream{{"A", 2}}
-	if len(ts.streams) != 1 || ts.streams[0] != want[0] {
-		t.Fatalf("streams = %v, want %v", ts.streams, want)
+	ts.track(&wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "A", ConnectionID: 1}, 0)
+	ts.track(&wire.Message{Type: wire.TypeStreamStart, StreamID: 1, ServiceID: "B", ConnectionID: 1}, 0)
+	ts.track(&wire.Message{Type: wire.TypeConnectionStart, StreamID: 1, ServiceID: "A", ConnectionID: 2}, 0)
+	ts.track(&wire.Message{Type: wire.TypeStreamStart, StreamID: 2, ServiceID: "A", ConnectionID: 3}, 0)
+	ts.track(&wire.Message{Type: wire.TypeStreamReset, StreamID: 1, ServiceID: "A"}, 0) // stale: ignored
+	ts.track(&wire.Message{Type: wire.TypeStreamReset, StreamID: 1, ServiceID: "B"}, 0)
+	want := activeStream{"A", 2}
+	if len(ts.services) != 1 || ts.services[0].activeStream != want || ts.services[0].conns != nil || ts.live != 0 {
+		t.Fatalf("services = %v, live %d; want only %v and no connections counted without a limit", ts.services, ts.live, want)
 	}
 }
 

@@ -233,6 +233,7 @@ type dialOpts struct {
 	noRead       bool         // do not start reading (call startReading)
 	smallBuffers bool         // small socket buffers
 	onWrite      func([]byte) // sees the bytes written after a rawHead
+	localIP      string       // dial from this (loopback) address
 }
 
 // client is a test local proxy: a gorilla WebSocket client that writes in
@@ -268,7 +269,11 @@ func (e *env) dial(o dialOpts) (*client, *http.Response, error) {
 		Subprotocols:     o.subprotocols,
 	}
 	d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		nd := &net.Dialer{}
+		if o.localIP != "" {
+			nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(o.localIP)}
+		}
+		c, err := nd.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -632,6 +637,14 @@ func streamStart(svc string, stream int32, conn uint32) []byte {
 
 func streamReset(svc string, stream int32) []byte {
 	return frame(wire.Message{Type: wire.TypeStreamReset, StreamID: stream, ServiceID: svc})
+}
+
+func connStart(svc string, stream int32, conn uint32) []byte {
+	return frame(wire.Message{Type: wire.TypeConnectionStart, StreamID: stream, ServiceID: svc, ConnectionID: conn})
+}
+
+func connReset(svc string, stream int32, conn uint32) []byte {
+	return frame(wire.Message{Type: wire.TypeConnectionReset, StreamID: stream, ServiceID: svc, ConnectionID: conn})
 }
 
 func data(svc string, stream int32, conn uint32, payload []byte) []byte {

@@ -204,7 +204,11 @@ func (p *peer) readLoop() error {
 			f.Free()
 			return v
 		}
-		p.ts.track(&m)
+		if !p.ts.track(&m, p.r.maxConns) {
+			p.refuseOverLimit(&m)
+			f.Free()
+			continue
+		}
 		if err := p.forward(f, &m); err != nil {
 			return err
 		}
@@ -289,21 +293,44 @@ func (p *peer) forward(f *framepool.Buf, m *wire.Message) error {
 // refuseStart answers a stream or connection start that found no peer (the
 // other local proxy is not connected) with its reset, so that the sender
 // closes its client's socket at once instead of leaving it waiting for an
-// answer that cannot come.
+// answer that cannot come. The start was tracked; its reset untracks it.
 func (p *peer) refuseStart(m *wire.Message) {
-	var reset wire.Message
+	if reset, ok := resetOf(m); ok {
+		p.ts.track(&reset, p.r.maxConns)
+		p.sendReset(reset)
+	}
+}
+
+// refuseOverLimit answers a start that would take the tunnel past its
+// simultaneous connections with its reset, as when no peer is there: the
+// source closes that one client's socket at once, the others carry on.
+// The start was not tracked, so neither is its reset, which could
+// otherwise end a live stream of the same id.
+func (p *peer) refuseOverLimit(m *wire.Message) {
+	p.r.stats.refusedStarts.Add(1)
+	p.log.Info("relay: connection refused: the tunnel has as many simultaneous connections as it may",
+		"limit", p.r.maxConns, "type", m.Type.String(), "service", m.ServiceID, "stream", m.StreamID, "conn", m.ConnectionID)
+	if reset, ok := resetOf(m); ok {
+		p.sendReset(reset)
+	}
+}
+
+// resetOf is the reset that refuses start m.
+func resetOf(m *wire.Message) (wire.Message, bool) {
 	switch m.Type {
 	case wire.TypeStreamStart:
-		reset = wire.Message{Type: wire.TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID}
+		return wire.Message{Type: wire.TypeStreamReset, StreamID: m.StreamID, ServiceID: m.ServiceID}, true
 	case wire.TypeConnectionStart:
-		reset = wire.Message{Type: wire.TypeConnectionReset, StreamID: m.StreamID, ServiceID: m.ServiceID, ConnectionID: m.ConnectionID}
-	default:
-		return
+		return wire.Message{Type: wire.TypeConnectionReset, StreamID: m.StreamID, ServiceID: m.ServiceID, ConnectionID: m.ConnectionID}, true
 	}
+	return wire.Message{}, false
+}
+
+// sendReset queues a reset the relay originates for p, in p's format.
+func (p *peer) sendReset(reset wire.Message) {
 	if p.version == 2 {
 		reset.ConnectionID = 0
 	}
-	p.ts.track(&reset)
 	p.r.relayFrame(p, controlFrame(&reset))
 }
 

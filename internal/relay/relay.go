@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/warrentunnel/warren/internal/bandwidth"
 	"github.com/warrentunnel/warren/internal/fairq"
 	"github.com/warrentunnel/warren/internal/framepool"
+	"github.com/warrentunnel/warren/internal/ratelimit"
 	"github.com/warrentunnel/warren/internal/tunnel"
 )
 
@@ -44,6 +46,21 @@ type Config struct {
 	// Bandwidth paces each account's DATA to its limit; nil forwards
 	// without limit.
 	Bandwidth *bandwidth.Limiter
+
+	// MaxConnections is how many TCP connections a tunnel may carry at
+	// once: a STREAM_START or CONNECTION_START past it is not forwarded
+	// but answered with its reset, so the source closes that client's
+	// socket. 0: no limit.
+	MaxConnections int
+	// HandshakeFailureRate and HandshakeFailureBurst are each client
+	// address's token bucket of failed handshakes (an unknown access token,
+	// a wrong client token): failures per second, and how many may come at
+	// once. While an address's bucket is empty its handshakes get 429
+	// before their token is looked up, so tokens cannot be guessed at
+	// speed. The address is the connection's (RemoteAddr), never a header.
+	// HandshakeFailureRate 0: no limit; a burst below 1 counts as 1.
+	HandshakeFailureRate  float64
+	HandshakeFailureBurst int
 }
 
 // DefaultSendQueueBytes is Config.SendQueueBytes's default: four of the
@@ -81,6 +98,11 @@ type Relay struct {
 	bw       *bandwidth.Limiter
 	upgrader websocket.Upgrader
 
+	maxConns     int
+	failureRate  float64
+	failureBurst int
+	failures     *ratelimit.Buckets // by client address; nil: no limit
+
 	mu      sync.Mutex
 	closed  bool
 	tunnels map[string]*tunnelState // tunnels with peers or handshakes under way
@@ -97,6 +119,8 @@ type counters struct {
 	droppedBytes    atomic.Int64
 	forwardedFrames atomic.Int64
 	peersEnded      atomic.Int64 // connections fully cleaned up after
+	refusedStarts   atomic.Int64 // starts past the tunnel's connection limit
+	throttled       atomic.Int64 // handshakes refused for their address's failures
 }
 
 // New returns a Relay.
@@ -108,6 +132,11 @@ func New(cfg Config) *Relay {
 		queue:   fairq.Config{Budget: cfg.SendQueueBytes, FlowMax: cfg.SendQueueBytes, Control: controlQueue},
 		bw:      cfg.Bandwidth,
 		tunnels: map[string]*tunnelState{},
+
+		maxConns:     max(cfg.MaxConnections, 0),
+		failureRate:  cfg.HandshakeFailureRate,
+		failureBurst: max(cfg.HandshakeFailureBurst, 1),
+		failures:     ratelimit.New(ratelimit.Config{Rate: cfg.HandshakeFailureRate, Burst: cfg.HandshakeFailureBurst}),
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -145,6 +174,14 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.reject(w, req, channelID, h.mode, herr)
 		return
 	}
+	client := clientAddr(req.RemoteAddr)
+	if r.failures.Empty(client) {
+		r.stats.throttled.Add(1)
+		r.reject(w, req, channelID, h.mode, reject(http.StatusTooManyRequests,
+			"too many failed handshakes from your address (this server allows %d at once, then %g per second); wait, then connect with a valid access token",
+			r.failureBurst, r.failureRate))
+		return
+	}
 	if !r.enter() {
 		r.reject(w, req, channelID, h.mode, reject(http.StatusServiceUnavailable, "relay is shutting down; try again later"))
 		return
@@ -162,6 +199,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if herr.status >= 500 {
 			r.log.Error("relay: find tunnel by token", "err", err)
 		}
+		r.countFailure(client, err)
 		r.reject(w, req, channelID, h.mode, herr)
 		return
 	}
@@ -170,7 +208,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.reject(w, req, channelID, h.mode, reject(http.StatusServiceUnavailable, "relay is shutting down; try again later"))
 		return
 	}
-	p, err := r.admit(w, req, ts, h, channelID)
+	p, err := r.admit(w, req, ts, h, channelID, client)
 	switch {
 	case p == nil:
 		r.release(ts)
@@ -205,7 +243,7 @@ func (r *Relay) reject(w http.ResponseWriter, req *http.Request, channelID strin
 // succeed, frames the other peer sends are queued for it, not dropped. It
 // returns nil after answering a refused request, and the registered peer
 // with an error if the upgrade failed.
-func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState, h handshake, channelID string) (*peer, error) {
+func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState, h handshake, channelID, client string) (*peer, error) {
 	sd := sideOf(h.mode)
 	ts.admitting[sd].Lock()
 	defer ts.admitting[sd].Unlock()
@@ -220,6 +258,7 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 		if herr.status >= 500 {
 			r.log.Error("relay: admit handshake", "tunnel", ts.id, "mode", string(h.mode), "err", err)
 		}
+		r.countFailure(client, err)
 		r.reject(w, req, channelID, h.mode, herr)
 		return nil, nil
 	}
@@ -255,6 +294,34 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 	p.startPacing(req.Context())
 	p.log.Info("relay: peer connected", "subprotocol", h.subprotocol, "client_token", h.clientToken != "", "remote", req.RemoteAddr)
 	return p, nil
+}
+
+// countFailure counts a handshake refused for a token that could be a
+// guess (none matches, or the client token is not the bound one) against
+// the client's address. Spent tokens, closed tunnels and wrong modes name a
+// real token, and server faults are nobody's: they do not count.
+func (r *Relay) countFailure(client string, err error) {
+	if errors.Is(err, tunnel.ErrNotFound) || errors.Is(err, tunnel.ErrClientToken) {
+		r.failures.Allow(client)
+	}
+}
+
+// clientAddr is the key of a client's handshake failures: the IP address
+// the connection comes from (an IPv6 address's /64, which one host
+// usually has to itself). Only the connection counts: a header such as
+// X-Forwarded-For is the client's to write. Behind a proxy or load
+// balancer every client shares its address.
+func clientAddr(remoteAddr string) string {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return remoteAddr
+	}
+	a := ap.Addr().Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
 }
 
 // enter registers a goroutine with the relay's WaitGroup unless the relay is

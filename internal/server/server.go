@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"github.com/warrentunnel/warren/internal/wsbatch"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -39,6 +40,66 @@ type Config struct {
 	// (800 KB/s, as the described service), the zero value is unlimited.
 	DefaultBandwidth int64
 	Logger           *slog.Logger
+	Quotas           *Quotas // nil: DefaultQuotas()
+}
+
+// Quotas are the limits the server sets per account, per tunnel and per
+// client address. A zero field means no limit.
+type Quotas struct {
+	// TunnelsPerAccount is how many open tunnels an account may have;
+	// OpenTunnel past it is LimitExceededException.
+	TunnelsPerAccount int
+	// ConnectionsPerTunnel is how many TCP connections a tunnel carries at
+	// once; the source's client past it has its socket closed at once.
+	ConnectionsPerTunnel int
+	// APIRate and APIBurst: each account's API requests per second, and
+	// how many may come at once; past it, ThrottlingException (429).
+	APIRate  float64
+	APIBurst int
+	// HandshakeFailureRate and HandshakeFailureBurst: the failed data-plane
+	// handshakes (unknown access token, wrong client token) allowed per
+	// second from one client IP address, and at once; past it the
+	// address's handshakes get 429 for a while.
+	HandshakeFailureRate  float64
+	HandshakeFailureBurst int
+}
+
+// DefaultQuotas are `warren serve`'s quotas.
+func DefaultQuotas() Quotas {
+	return Quotas{
+		TunnelsPerAccount:     1000,
+		ConnectionsPerTunnel:  1000,
+		APIRate:               20,
+		APIBurst:              40,
+		HandshakeFailureRate:  10,
+		HandshakeFailureBurst: 20,
+	}
+}
+
+// Validate checks that every quota is zero (no limit) or sensible.
+func (q Quotas) Validate() error {
+	switch {
+	case q.TunnelsPerAccount < 0:
+		return errors.New("--max-tunnels-per-account must be 0 (no limit) or more")
+	case q.ConnectionsPerTunnel < 0:
+		return errors.New("--max-connections-per-tunnel must be 0 (no limit) or more")
+	}
+	for _, r := range []struct {
+		name, burstName string
+		rate            float64
+		burst           int
+	}{
+		{"--api-rate", "--api-burst", q.APIRate, q.APIBurst},
+		{"--handshake-failure-rate", "--handshake-failure-burst", q.HandshakeFailureRate, q.HandshakeFailureBurst},
+	} {
+		switch {
+		case r.rate < 0 || math.IsNaN(r.rate) || math.IsInf(r.rate, 0):
+			return fmt.Errorf("%s must be a number of requests per second, or 0 for no limit", r.name)
+		case r.rate > 0 && r.burst < 1:
+			return fmt.Errorf("%s must be at least 1 when %s is set", r.burstName, r.name)
+		}
+	}
+	return nil
 }
 
 // Files in the data directory.
@@ -83,6 +144,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if cfg.Quotas == nil {
+		q := DefaultQuotas()
+		cfg.Quotas = &q
+	}
+	if err := cfg.Quotas.Validate(); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
@@ -135,10 +203,27 @@ func (s *Server) prepare(ctx context.Context) error {
 		},
 		Logger: s.log.With("component", "bandwidth"),
 	})
-	s.relay = relay.New(relay.Config{Store: s.store, Logger: s.log.With("component", "relay"), Bandwidth: s.bw})
+	q := s.cfg.Quotas
+	s.relay = relay.New(relay.Config{
+		Store:                 s.store,
+		Logger:                s.log.With("component", "relay"),
+		Bandwidth:             s.bw,
+		MaxConnections:        q.ConnectionsPerTunnel,
+		HandshakeFailureRate:  q.HandshakeFailureRate,
+		HandshakeFailureBurst: q.HandshakeFailureBurst,
+	})
 	// One handler serves every management API, the account administration
 	// included.
-	a := api.New(api.Config{Store: s.store, Relay: s.relay, Bandwidth: s.bw, Region: s.cfg.Region, Logger: s.log.With("component", "api")})
+	a := api.New(api.Config{
+		Store:          s.store,
+		Relay:          s.relay,
+		Bandwidth:      s.bw,
+		Region:         s.cfg.Region,
+		Logger:         s.log.With("component", "api"),
+		MaxOpenTunnels: q.TunnelsPerAccount,
+		RequestRate:    q.APIRate,
+		RequestBurst:   q.APIBurst,
+	})
 	mux := http.NewServeMux()
 	mux.Handle("/tunnel", s.relay)
 	mux.Handle("/", a)
@@ -212,6 +297,10 @@ func (s *Server) Start() error {
 	}
 	s.log.Info("warren serving", "endpoint", scheme+"://"+s.ln.Addr().String(), "data_dir", s.cfg.DataDir,
 		"default_account_bandwidth", tunnel.FormatBandwidth(s.cfg.DefaultBandwidth))
+	q := s.cfg.Quotas
+	s.log.Info("quotas (0: no limit)", "tunnels_per_account", q.TunnelsPerAccount, "connections_per_tunnel", q.ConnectionsPerTunnel,
+		"api_rate", q.APIRate, "api_burst", q.APIBurst,
+		"handshake_failure_rate", q.HandshakeFailureRate, "handshake_failure_burst", q.HandshakeFailureBurst)
 	if dir, err := filepath.Abs(s.cfg.DataDir); err == nil {
 		env := fmt.Sprintf("export AWS_SHARED_CREDENTIALS_FILE=%s AWS_ENDPOINT_URL=%s://%s AWS_REGION=%s",
 			filepath.Join(dir, CredentialsFile), scheme, s.ln.Addr(), s.cfg.Region)

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS tunnels (
 );
 CREATE INDEX IF NOT EXISTS tunnels_by_account ON tunnels (account_id, created_at, id);
 CREATE INDEX IF NOT EXISTS tunnels_open ON tunnels (status);
+CREATE INDEX IF NOT EXISTS tunnels_by_account_status ON tunnels (account_id, status);
 `
 
 // Open opens (creating if needed) the SQLite database at path.
@@ -189,12 +190,76 @@ func (s *Store) CreateTunnel(ctx context.Context, t tunnel.Tunnel) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO tunnels (id, account_id, thing_name, status, created_at, source_token_hash, destination_token_hash, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.AccountID, t.ThingName, string(t.Status), t.CreatedAt.UnixNano(), t.Source.TokenHash, t.Destination.TokenHash, string(data))
-	if err != nil {
+	if _, err = s.db.ExecContext(ctx, insertTunnel, tunnelRow(t, data)...); err != nil {
 		return fmt.Errorf("create tunnel %s: %w", t.ID, err)
 	}
 	return nil
+}
+
+const insertTunnel = `INSERT INTO tunnels (id, account_id, thing_name, status, created_at, source_token_hash, destination_token_hash, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`
+
+// tunnelRow is the values of insertTunnel for t, whose JSON is data.
+func tunnelRow(t tunnel.Tunnel, data []byte) []any {
+	return []any{t.ID, t.AccountID, t.ThingName, string(t.Status), t.CreatedAt.UnixNano(), t.Source.TokenHash, t.Destination.TokenHash, string(data)}
+}
+
+// CreateTunnelWithin adds an open tunnel unless its account already has
+// maxOpen open tunnels, in which case it returns tunnel.ErrLimitExceeded;
+// maxOpen 0 or less means no limit. A tunnel past its lifetime counts as
+// closed, whatever its status column says (the API closes such tunnels when
+// it reads them). The count and the insert are one transaction, which
+// begins IMMEDIATE (the DSN's _txlock): SQLite takes its write lock at the
+// start, so concurrent calls run one after another and two cannot both see
+// maxOpen-1 and both insert.
+func (s *Store) CreateTunnelWithin(ctx context.Context, t tunnel.Tunnel, maxOpen int) error {
+	if maxOpen <= 0 {
+		return s.CreateTunnel(ctx, t)
+	}
+	data, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create tunnel %s: %w", t.ID, err)
+	}
+	defer tx.Rollback()
+	n, err := countOpenTunnels(ctx, tx, t.AccountID, t.CreatedAt)
+	if err != nil {
+		return err
+	}
+	if n >= maxOpen {
+		return fmt.Errorf("account %s has %d open tunnels: %w", t.AccountID, n, tunnel.ErrLimitExceeded)
+	}
+	if _, err := tx.ExecContext(ctx, insertTunnel, tunnelRow(t, data)...); err != nil {
+		return fmt.Errorf("create tunnel %s: %w", t.ID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("create tunnel %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// CountOpenTunnels is how many tunnels of an account are open at a time:
+// status OPEN and lifetime not yet over.
+func (s *Store) CountOpenTunnels(ctx context.Context, accountID string, at time.Time) (int, error) {
+	return countOpenTunnels(ctx, s.db, accountID, at)
+}
+
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func countOpenTunnels(ctx context.Context, q querier, accountID string, at time.Time) (int, error) {
+	// created_at is in nanoseconds; the lifetime is only in the JSON.
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM tunnels WHERE account_id = ? AND status = 'OPEN'
+		AND created_at + json_extract(data, '$.LifetimeMinutes') * 60000000000 > ?`, accountID, at.UnixNano()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count open tunnels of %s: %w", accountID, err)
+	}
+	return n, nil
 }
 
 // Tunnel finds a tunnel of an account.

@@ -144,3 +144,91 @@ func TestThingsAndDisconnect(t *testing.T) {
 		t.Fatal("still connected")
 	}
 }
+
+// Concurrent creations never take an account past its limit: the count and
+// the insert are one transaction.
+func TestCreateTunnelWithinIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	const limit, tries = 5, 20
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	created, refused := 0, 0
+	for range tries {
+		wg.Go(func() {
+			tu, _, _ := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, time.Now())
+			err := s.CreateTunnelWithin(ctx, tu, limit)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				created++
+			case errors.Is(err, tunnel.ErrLimitExceeded):
+				refused++
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if created != limit || refused != tries-limit {
+		t.Fatalf("%d created, %d refused; want %d and %d", created, refused, limit, tries-limit)
+	}
+	if n, err := s.CountOpenTunnels(ctx, "acct1", time.Now()); err != nil || n != limit {
+		t.Fatalf("CountOpenTunnels = %d, %v; want %d", n, err, limit)
+	}
+	// Another account has its own count; no limit is no limit.
+	other, _, _ := tunnel.New("acct2", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, time.Now())
+	if err := s.CreateTunnelWithin(ctx, other, limit); err != nil {
+		t.Fatal(err)
+	}
+	extra, _, _ := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, time.Now())
+	if err := s.CreateTunnelWithin(ctx, extra, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Closed tunnels and tunnels past their lifetime are not open.
+func TestCountOpenTunnels(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	mk := func(created time.Time, minutes int) tunnel.Tunnel {
+		tu, _, err := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}, LifetimeMinutes: minutes}, created)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateTunnel(ctx, tu); err != nil {
+			t.Fatal(err)
+		}
+		return tu
+	}
+	mk(base, 10)
+	mk(base, 60)
+	closed := mk(base, 60)
+	if _, err := s.UpdateTunnel(ctx, closed.ID, func(t *tunnel.Tunnel) error { t.Close(base); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		at   time.Time
+		want int
+	}{
+		{base, 2},
+		{base.Add(10*time.Minute - time.Nanosecond), 2},
+		{base.Add(10 * time.Minute), 1}, // the first one's lifetime is over
+		{base.Add(time.Hour), 0},
+	} {
+		if n, err := s.CountOpenTunnels(ctx, "acct1", c.at); err != nil || n != c.want {
+			t.Errorf("at +%v: %d open, %v; want %d", c.at.Sub(base), n, err, c.want)
+		}
+	}
+	// At the limit, an expired tunnel does not hold a place.
+	late, _, _ := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, base.Add(10*time.Minute))
+	if err := s.CreateTunnelWithin(ctx, late, 2); err != nil {
+		t.Fatalf("the expired tunnel still counted: %v", err)
+	}
+	again, _, _ := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, base.Add(10*time.Minute))
+	if err := s.CreateTunnelWithin(ctx, again, 2); !errors.Is(err, tunnel.ErrLimitExceeded) {
+		t.Fatalf("third open tunnel: %v, want ErrLimitExceeded", err)
+	}
+}
