@@ -2,6 +2,8 @@ package bandwidth
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,5 +148,45 @@ func TestWaitCancelled(t *testing.T) {
 	l.SetLimit("x", 0)
 	if err := a.Wait(context.Background(), ToSource, 1); err != nil {
 		t.Fatal(err)
+	}
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The limiter logs once when an account starts being paced and once when it
+// stops, not per frame.
+func TestPacingLoggedOnce(t *testing.T) {
+	var logs logBuffer
+	l := newLimiter(t, Config{Default: 100_000, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	a := l.Acquire(context.Background(), "acct")
+	defer l.Release(a)
+	for range 10 {
+		a.Wait(context.Background(), ToSource, 10_000)
+	}
+	l.sample()
+	for range 5 {
+		a.Wait(context.Background(), ToSource, 10_000)
+	}
+	l.sample()
+	l.sample() // nothing waited since
+	out := logs.String()
+	if strings.Count(out, "account is being paced") != 1 || strings.Count(out, "no longer paced") != 1 ||
+		!strings.Contains(out, "direction=\"destination to source\"") {
+		t.Fatalf("logs:\n%s", out)
 	}
 }
