@@ -228,7 +228,8 @@ func TestDemo(t *testing.T) {
 	if p.err != nil {
 		t.Fatalf("demo failed: %v\n%s", p.err, out)
 	}
-	for _, want := range []string{"1 connection:", "16 simultaneous connections:", "stopped; removed"} {
+	for _, want := range []string{"bandwidth limit in force: 800KB/s", "at the limit,  1 connection:", "at the limit, 16 connections:",
+		"unlimited,    1 connection:", "unlimited,   16 connections:", "back to 800KB/s", "stopped; removed"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out)
 		}

@@ -329,11 +329,11 @@ func TestAccountsWithoutBandwidthLimiter(t *testing.T) {
 // between its authentication and its write.
 type racingStore struct{ *store.Store }
 
-func (s racingStore) CreateTunnel(ctx context.Context, t tunnel.Tunnel) error {
+func (s racingStore) CreateTunnelWithin(ctx context.Context, t tunnel.Tunnel, maxOpen int) error {
 	if _, err := s.DeleteAccount(ctx, t.AccountID); err != nil {
 		return err
 	}
-	return s.Store.CreateTunnel(ctx, t)
+	return s.Store.CreateTunnelWithin(ctx, t, maxOpen)
 }
 
 func TestOpenTunnelOfAccountDeletedMeanwhile(t *testing.T) {
