@@ -214,9 +214,10 @@ func TestBandwidthLimitIsPerAccount(t *testing.T) {
 	if r := runA.rate(); r < 0.95*limit || r > 1.05*limit {
 		t.Errorf("A moved %.0f B/s beside B, want within 5%% of %d", r, limit)
 	}
-	// Loose: the machine is shared and B is CPU-bound; the figure above is
-	// what to read.
-	if withA < 0.7*alone {
+	// Loose: B is CPU-bound, the binaries are built with -race and other
+	// packages' tests share the machine; the figure above is what to read
+	// (97% on a quiet machine). Half would mean A's pacing holds B up.
+	if withA < 0.5*alone {
 		t.Errorf("B ran at %.0f MB/s beside A, %.0f alone", withA/1e6, alone/1e6)
 	}
 	var d struct {

@@ -41,8 +41,15 @@ const (
 // being idle: a fifth of a second's worth.
 const BurstTime = 200 * time.Millisecond
 
+// slackTime is how far into debt (at the rate) frames pass before a
+// waiter sleeps.
+const slackTime = 10 * time.Millisecond
+
 // sampleEvery is how often the rates are measured and pacing is logged.
 const sampleEvery = time.Second
+
+// quietSamples is how many samples without pacing end a paced spell.
+const quietSamples = 5
 
 // idleEvict is how long an account with no peers keeps its entry.
 const idleEvict = time.Minute
@@ -294,6 +301,7 @@ type pacer struct {
 	lastAt    time.Time
 	rate1s    float64 // bytes per second over the last sample
 	paced     bool
+	quiet     int // samples without a wait while paced
 }
 
 func (p *pacer) set(limit int64, now time.Time) {
@@ -330,7 +338,10 @@ func (p *pacer) wait(ctx context.Context, n int, now func() time.Time) error {
 	for {
 		p.mu.Lock()
 		p.refill(now())
-		if p.rate == 0 || p.tokens >= 0 {
+		// Frames pass while the debt is under slackTime at the rate; a
+		// waiter then sleeps until it is paid, so a paced account sleeps
+		// once per slackTime, not once per frame.
+		if p.rate == 0 || p.tokens >= -p.rate*slackTime.Seconds() {
 			p.tokens -= float64(n)
 			p.mu.Unlock()
 			p.total.Add(int64(n))
@@ -389,8 +400,16 @@ func (l *Limiter) sample() {
 				}
 			}
 			p.lastTotal, p.lastAt = total, now
+			// Starting is logged at once; stopping after quietSamples
+			// without a wait, so an account that hovers at its limit does
+			// not log every second.
 			paced := p.waits.Swap(0) > 0
-			if paced != p.paced {
+			if paced {
+				p.quiet = 0
+			} else if p.paced {
+				p.quiet++
+			}
+			if paced && !p.paced || !paced && p.paced && p.quiet >= quietSamples {
 				p.paced = paced
 				dir := "source to destination"
 				if Direction(d) == ToSource {

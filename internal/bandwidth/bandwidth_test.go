@@ -183,7 +183,13 @@ func TestPacingLoggedOnce(t *testing.T) {
 		a.Wait(context.Background(), ToSource, 10_000)
 	}
 	l.sample()
-	l.sample() // nothing waited since
+	for range quietSamples - 1 { // nothing waited since
+		l.sample()
+	}
+	if out := logs.String(); strings.Contains(out, "no longer paced") {
+		t.Fatalf("a short pause ended the paced spell:\n%s", out)
+	}
+	l.sample()
 	out := logs.String()
 	if strings.Count(out, "account is being paced") != 1 || strings.Count(out, "no longer paced") != 1 ||
 		!strings.Contains(out, "direction=\"destination to source\"") {

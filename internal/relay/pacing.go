@@ -21,7 +21,7 @@ import (
 // buffers.
 const (
 	creditTime = 30 * time.Millisecond
-	chunkTime  = 2500 * time.Microsecond
+	chunkTime  = 5 * time.Millisecond
 	minCredit  = 4 << 10
 	minChunk   = 1 << 10
 )
