@@ -308,3 +308,64 @@ func TestUpdateAccountLimitLive(t *testing.T) {
 		t.Errorf("describe-account at 4MB: %+v", d)
 	}
 }
+
+// countDownloads runs n downloads through port for d after warm (cmd 'D':
+// as fast as the device can send; 'd': the device sends 100 KB/s), and
+// returns the bytes per second they moved together in the measured window.
+func countDownloads(t *testing.T, port, n int, cmd byte, warm, d time.Duration) float64 {
+	t.Helper()
+	var got atomic.Int64
+	for range n {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte{cmd})
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				m, err := c.Read(buf)
+				got.Add(int64(m))
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(warm)
+	n0 := got.Load()
+	time.Sleep(d)
+	return float64(got.Load()-n0) / d.Seconds()
+}
+
+// One account's tunnels share its limit: two busy tunnels get half each,
+// however many connections each has; a tunnel that needs less than its
+// share leaves the rest to the other.
+func TestBandwidthSharedBetweenTunnels(t *testing.T) {
+	const limit = 800_000
+	s := startService(t, "--default-account-bandwidth", "800KB")
+	dev := bulkDevice(t, 1<<40)
+	_, x, _, _ := s.tunnelPair(t, "x-device", []string{"BULK"}, []string{dev})
+	_, y, _, _ := s.tunnelPair(t, "y-device", []string{"BULK"}, []string{dev})
+
+	both := func(xCmd byte) (float64, float64) {
+		var rx, ry float64
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); rx = countDownloads(t, x[0], 1, xCmd, time.Second, 5*time.Second) }()
+		go func() { defer wg.Done(); ry = countDownloads(t, y[0], 4, 'D', time.Second, 5*time.Second) }()
+		wg.Wait()
+		return rx, ry
+	}
+	rx, ry := both('D')
+	t.Logf("both busy: tunnel X (1 download) %.0f KB/s, tunnel Y (4 downloads) %.0f KB/s", rx/1000, ry/1000)
+	if sum := rx + ry; sum < 0.95*limit || sum > 1.05*limit || rx < 0.4*limit || ry < 0.4*limit {
+		t.Errorf("both busy: X %.0f and Y %.0f B/s, want about half of %d each", rx, ry, limit)
+	}
+	rx, ry = both('d')
+	t.Logf("X's device sends 100 KB/s: tunnel X %.0f KB/s, tunnel Y %.0f KB/s", rx/1000, ry/1000)
+	if sum := rx + ry; sum < 0.95*limit || sum > 1.05*limit || ry < 0.8*(limit-100_000) {
+		t.Errorf("X needing 100 KB/s: X %.0f and Y %.0f B/s, want Y to take the rest of %d", rx, ry, limit)
+	}
+}

@@ -21,7 +21,9 @@ import (
 // byte says what it wants: 'D' downloads size bytes of a pattern; 'U'
 // uploads until it shuts down its side and gets the count back; 's' is the
 // same upload read slowly for its first 8 seconds (4 KiB every 20 ms), a
-// device application that falls behind, then at full speed; 'E' echoes.
+// device application that falls behind, then at full speed; 'E' echoes;
+// 'd' downloads at 100 KB/s (5000 bytes every 50 ms) until the client
+// closes.
 func bulkDevice(t *testing.T, size int64) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -51,6 +53,16 @@ func bulkDevice(t *testing.T, size int64) string {
 					io.Copy(c, io.LimitReader(&patternReader{}, size))
 				case 'E':
 					io.Copy(c, c)
+				case 'd':
+					var p patternReader
+					buf := make([]byte, 5000)
+					for {
+						p.Read(buf)
+						if _, err := c.Write(buf); err != nil {
+							return
+						}
+						time.Sleep(50 * time.Millisecond)
+					}
 				case 'U', 's':
 					var n int64
 					buf := make([]byte, 64<<10)

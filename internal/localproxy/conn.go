@@ -39,6 +39,11 @@ func formatFor(p Protocol) frameFormat {
 // (shutdown(SHUT_WR) after its request) still gets its whole answer, and
 // bytes in flight are never dropped. An official peer closes its socket on
 // our reset and answers at once, which ends the connection the same way.
+// When the local socket fails instead (the application closed it while the
+// peer still sends, or a write to it failed), a side sends a second
+// CONNECTION_RESET after its first, unless the peer has ended too: a peer
+// that gets a second reset closes its socket at once, so it does not carry
+// data nobody will read (the official proxy ignores the extra reset).
 // V1/V2 streams have no per-direction close: a STREAM_RESET, either way,
 // ends the connection once what already arrived is written.
 type localConn struct {
@@ -85,6 +90,8 @@ type localConn struct {
 	aborted   bool
 	silent    bool // the stream is gone: never send a reset for this connection
 	resetSent bool
+	abortSent bool // a second reset: the local socket is gone
+	peerEnded bool // the peer's CONNECTION_RESET came
 	live      int // running goroutines of this connection
 }
 
@@ -206,7 +213,7 @@ func (lc *localConn) readLoop() {
 			if lc.s.ctx.Err() != nil {
 				return // the session is over
 			}
-			lc.sendReset()
+			lc.sendAbort(true)
 			lc.abort(false)
 			return
 		}
@@ -237,7 +244,7 @@ func (lc *localConn) readLoop() {
 			if !lc.isAborted() {
 				lc.log.Debug("local socket error", "err", err)
 			}
-			lc.sendReset()
+			lc.sendAbort(true)
 			lc.abort(false)
 		}
 		return
@@ -247,6 +254,13 @@ func (lc *localConn) readLoop() {
 // writeLoop writes what the tunnel delivers to the local socket.
 func (lc *localConn) writeLoop() {
 	defer lc.exit()
+	// A write that failed here or on the tunnel reader (writeNow) aborted
+	// the connection: the peer must stop sending.
+	defer func() {
+		if lc.isAborted() {
+			lc.sendAbort(false)
+		}
+	}()
 	var (
 		frames []*framepool.Buf
 		vec    net.Buffers
@@ -315,6 +329,35 @@ func (lc *localConn) sendReset() {
 	lc.resetSent = true
 	lc.mu.Unlock()
 	if !skip {
+		lc.s.sendControl(lc.resetFrame())
+	}
+}
+
+// sendAbort tells the peer that the connection is gone (its local socket
+// failed or was closed, not just shut for writing), so the peer stops
+// sending: the usual CONNECTION_RESET, which a Warren peer reads as end of
+// stream, and a second one, which it reads as the end of the connection.
+// The second is not needed when the peer has sent its own already. The
+// reader, which sends the connection's DATA, calls it; the writer calls it
+// (byReader false) only once the reader has sent its end of stream and
+// stopped, so no reset ever goes before the connection's last DATA.
+func (lc *localConn) sendAbort(byReader bool) {
+	lc.mu.Lock()
+	if lc.silent || lc.abortSent || !byReader && !lc.resetSent {
+		lc.mu.Unlock()
+		return
+	}
+	lc.abortSent = true
+	n := 0
+	if !lc.resetSent {
+		lc.resetSent = true
+		n++
+	}
+	if lc.fmt.conn && !lc.peerEnded {
+		n++
+	}
+	lc.mu.Unlock()
+	for range n {
 		lc.s.sendControl(lc.resetFrame())
 	}
 }
@@ -532,6 +575,16 @@ func (lc *localConn) consumed(n int, mayWait bool) {
 // peerReset handles the peer's end of the connection.
 func (lc *localConn) peerReset() {
 	if lc.fmt.conn {
+		lc.mu.Lock()
+		again := lc.peerEnded
+		lc.peerEnded = true
+		lc.mu.Unlock()
+		if again {
+			// The peer's application is gone: stop reading and sending.
+			lc.log.Debug("peer's connection is gone; closing")
+			lc.abort(true)
+			return
+		}
 		lc.log.Debug("peer closed its side")
 		lc.in.finish(statePeerEOF)
 		return

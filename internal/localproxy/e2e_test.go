@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -349,5 +351,42 @@ func TestStalledClientIsReset(t *testing.T) {
 	other.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(other, buf); err != nil || string(buf) != "still here" {
 		t.Errorf("other connection read %q, %v", buf, err)
+	}
+}
+
+// A client that closes its download while the device's application keeps
+// sending (and never reads, so it never sees the end of stream the source
+// passes on) ends the device's connection too: the source, whose writes to
+// the closed client fail, tells the destination that the connection is gone,
+// not just shut for writing, and the destination closes its device socket
+// instead of carrying data nobody will read.
+func TestClosedClientEndsDeviceConnection(t *testing.T) {
+	gone := make(chan error, 1)
+	dev := newTestServer(t, func(c *net.TCPConn) {
+		buf := make([]byte, 16<<10)
+		for {
+			c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			if _, err := c.Write(buf); err != nil {
+				gone <- err
+				return
+			}
+		}
+	})
+	_, src := tunnelPair(t, map[string]string{"BULK": dev.addr()}, nil)
+	c, err := net.Dial("tcp", src["BULK"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case err := <-gone:
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the device's writes stalled instead of failing: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the device's connection outlived its client")
 	}
 }
