@@ -92,7 +92,7 @@ type localConn struct {
 	resetSent bool
 	abortSent bool // a second reset: the local socket is gone
 	peerEnded bool // the peer's CONNECTION_RESET came
-	live      int // running goroutines of this connection
+	live      int  // running goroutines of this connection
 }
 
 func (s *session) newConn(service string, st *stream, connID uint32) *localConn {
