@@ -3,7 +3,6 @@ package admin
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -24,6 +23,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/google/uuid"
 )
 
 // A small client of AWS JSON 1.1 services, for the services whose generated
@@ -337,14 +337,7 @@ func (c *jsonClient) newRequest(ctx context.Context, op string, body []byte, inv
 	return req, nil
 }
 
-func newInvocationID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
+func newInvocationID() string { return uuid.NewString() }
 
 // APIError is an error answer of a JSON service. Its Error text is the
 // AWS CLI's. It implements smithy.APIError, and exposes the status code and

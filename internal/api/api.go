@@ -12,7 +12,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/google/uuid"
 	"github.com/warrentunnel/warren/internal/ratelimit"
 	"github.com/warrentunnel/warren/internal/tunnel"
 )
@@ -268,13 +268,6 @@ func readBody(r *http.Request) ([]byte, error) {
 }
 
 // newUUID returns a random (version 4) UUID, the form of AWS's request and
-// thing ids.
-func newUUID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err) // crypto/rand does not fail on supported platforms
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+// thing ids. It panics only if crypto/rand fails, which it does not on
+// supported platforms.
+func newUUID() string { return uuid.NewString() }

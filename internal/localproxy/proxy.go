@@ -15,11 +15,11 @@ package localproxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"github.com/warrentunnel/warren/internal/wire"
 	"github.com/warrentunnel/warren/internal/wsbatch"
 	"log/slog"
@@ -113,13 +113,7 @@ func (cfg Config) prepare() (Config, error) {
 }
 
 // newClientToken returns a random UUID-shaped token (36 characters).
-func newClientToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+func newClientToken() string { return uuid.NewString() }
 
 func tlsConfig(cfg Config) (*tls.Config, error) {
 	_, host, _, _ := parseEndpoint(cfg.Endpoint)

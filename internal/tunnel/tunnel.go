@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/google/uuid"
 )
 
 // Status of a tunnel.
@@ -266,13 +268,16 @@ func ThingARN(region, accountID, name string) string {
 	return fmt.Sprintf("arn:aws:iot:%s:%s:thing/%s", region, accountID, name)
 }
 
-// newTunnelID returns a 32-hex-digit id like AWS's tunnel ids.
+// newTunnelID returns a random (version 4) UUID in lower case, the form of
+// AWS's tunnel ids. Tunnels stored before ids were UUIDs keep their 32 hex
+// digits: both fit the model's TunnelId pattern, which is all that is
+// checked.
 func newTunnelID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	id, err := uuid.NewRandom()
+	if err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(b[:]), nil
+	return id.String(), nil
 }
 
 // NewAccessToken returns a random access token of 384 bits, base64url.

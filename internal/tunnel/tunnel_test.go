@@ -2,10 +2,14 @@ package tunnel
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
+
+// uuidPattern is the form of AWS's tunnel ids: a version 4 UUID, lower case.
+var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 func TestValidate(t *testing.T) {
 	ok := OpenParams{ThingName: "RemoteDevice1", Services: []string{"HTTP", "SSH"}}
@@ -56,7 +60,7 @@ func TestNewKeepsOnlyHashes(t *testing.T) {
 	if string(tu.Source.TokenHash) != string(HashToken(tok.Source)) {
 		t.Fatal("source hash mismatch")
 	}
-	if tu.ARN != "arn:aws:iot:eu-west-1:123456789012:tunnel/"+tu.ID || len(tu.ID) != 32 {
+	if tu.ARN != "arn:aws:iot:eu-west-1:123456789012:tunnel/"+tu.ID || !uuidPattern.MatchString(tu.ID) {
 		t.Fatalf("arn %q id %q", tu.ARN, tu.ID)
 	}
 	if tu.LifetimeMinutes != 720 || !tu.ExpiresAt().Equal(now.Add(12*time.Hour)) {
