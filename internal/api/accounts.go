@@ -131,7 +131,8 @@ func (a *API) listAccounts(ctx context.Context, c *call) (any, error) {
 	}
 	after := ""
 	if in.NextToken != nil {
-		id, ok := decodeCursor("account", *in.NextToken)
+		b, ok := a.cursors.decode("account", *in.NextToken)
+		id := string(b)
 		if !ok || !tunnel.ValidAccountID(id) {
 			return nil, errValidation("nextToken is not valid: pass the nextToken of a previous ListAccounts response")
 		}
@@ -153,7 +154,7 @@ func (a *API) listAccounts(ctx context.Context, c *call) (any, error) {
 	}
 	if len(accts) > limit {
 		accts = accts[:limit]
-		out.NextToken = encodeCursor("account", accts[limit-1].ID)
+		out.NextToken = a.cursors.encode("account", []byte(accts[limit-1].ID))
 	}
 	out.Accounts = make([]accountSummary, len(accts))
 	for i, acct := range accts {

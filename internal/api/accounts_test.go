@@ -194,7 +194,7 @@ func TestSecondAccountLifecycle(t *testing.T) {
 	if _, err := f.iotV1(alice).ListThings(&iot.ListThingsInput{}); awsCode(t, err) != codeUnrecognizedClient {
 		t.Fatalf("deleted account's keys (iot): %v", err)
 	}
-	if ts, _ := f.store.Tunnels(t.Context(), alice.ID, "", "", 10); len(ts) != 0 {
+	if ts, _ := f.store.Tunnels(t.Context(), alice.ID, "", tunnel.Position{}, 10); len(ts) != 0 {
 		t.Fatalf("%d of alice's tunnels remain", len(ts))
 	}
 	wantError(t, f.callAccounts(t, f.admin, "DescribeAccount", `{"accountId":"`+alice.ID+`"}`), http.StatusNotFound, codeNotFound)
@@ -229,7 +229,7 @@ func TestAccountErrors(t *testing.T) {
 		{"ListAccounts", `{"maxResults":0}`, 400, codeValidation},
 		{"ListAccounts", `{"maxResults":101}`, 400, codeValidation},
 		{"ListAccounts", `{"nextToken":"bm90LWFuLWFjY291bnQ"}`, 400, codeValidation},
-		{"ListAccounts", `{"nextToken":"` + encodeCursor("tunnel", f.acct.ID) + `"}`, 400, codeValidation},
+		{"ListAccounts", `{"nextToken":"` + newCursors(testCursorKey).encode("tunnel", []byte(f.acct.ID)) + `"}`, 400, codeValidation},
 		{"NoSuchOperation", `{}`, 404, codeUnknownOperation},
 	} {
 		r := f.callAccounts(t, f.admin, c.op, c.body)
@@ -348,7 +348,7 @@ func TestOpenTunnelOfAccountDeletedMeanwhile(t *testing.T) {
 	if awsCode(t, err) != codeUnrecognizedClient {
 		t.Fatalf("OpenTunnel for a deleted account: %v", err)
 	}
-	if ts, _ := f.store.Tunnels(t.Context(), f.acct.ID, "", "", 10); len(ts) != 0 {
+	if ts, _ := f.store.Tunnels(t.Context(), f.acct.ID, "", tunnel.Position{}, 10); len(ts) != 0 {
 		t.Fatalf("the deleted account has %d tunnels", len(ts))
 	}
 }

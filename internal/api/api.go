@@ -50,7 +50,9 @@ type Store interface {
 	// concurrent calls cannot both take the last place.
 	CreateTunnelWithin(ctx context.Context, t tunnel.Tunnel, maxOpen int) error
 	Tunnel(ctx context.Context, accountID, id string) (tunnel.Tunnel, error)
-	Tunnels(ctx context.Context, accountID, thingName, after string, limit int) ([]tunnel.Tunnel, error)
+	// Tunnels lists an account's tunnels newest first, from the place
+	// after (the zero Position: the start).
+	Tunnels(ctx context.Context, accountID, thingName string, after tunnel.Position, limit int) ([]tunnel.Tunnel, error)
 	UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tunnel) error) (tunnel.Tunnel, error)
 	DeleteTunnel(ctx context.Context, accountID, id string) error
 
@@ -98,6 +100,11 @@ type Config struct {
 	// AWS SDKs retry after a pause. RequestBurst below 1 counts as 1.
 	RequestRate  float64
 	RequestBurst int
+
+	// CursorKey signs the nextTokens of the List operations (CursorKeySize
+	// random bytes, kept by the store so that tokens survive a restart);
+	// nil: a random key of this API's own.
+	CursorKey []byte
 }
 
 // API serves the management API. It is safe for concurrent use.
@@ -114,6 +121,7 @@ type API struct {
 	rate       float64
 	burst      int
 	requests   *ratelimit.Buckets // by account id; nil: no limit
+	cursors    cursors
 
 	jsonOps map[string]jsonOp
 }
@@ -133,6 +141,7 @@ func New(cfg Config) *API {
 		rate:       cfg.RequestRate,
 		burst:      max(cfg.RequestBurst, 1),
 		requests:   ratelimit.New(ratelimit.Config{Rate: cfg.RequestRate, Burst: cfg.RequestBurst}),
+		cursors:    newCursors(cfg.CursorKey),
 	}
 	if a.region == "" {
 		a.region = DefaultRegion

@@ -86,6 +86,10 @@ type fixture struct {
 	proto atomic.Int32   // HTTP major version of the last request (TLS fixture)
 }
 
+// testCursorKey signs the fixture API's nextTokens, so tests can make
+// tokens of their own.
+var testCursorKey = []byte("0123456789abcdef0123456789abcdef")
+
 func newFixture(t *testing.T) *fixture { return newFixtureTLS(t, false) }
 
 func newFixtureTLS(t *testing.T, useTLS bool) *fixture { return newFixtureWith(t, useTLS, nil) }
@@ -113,6 +117,7 @@ func newFixtureWith(t *testing.T, useTLS bool, tune func(*Config)) *fixture {
 		Region:    testRegion,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now:       f.clock.Now,
+		CursorKey: testCursorKey,
 	}
 	if tune != nil {
 		tune(&cfg)

@@ -222,8 +222,8 @@ func (a *API) listThings(ctx context.Context, c *call) (any, error) {
 	}
 	after := ""
 	if tok := q.Get("nextToken"); tok != "" {
-		var ok bool
-		if after, ok = decodeCursor("thing", tok); !ok {
+		name, ok := a.cursors.decode("thing", tok)
+		if after = string(name); !ok || !tunnel.ValidName(after) {
 			return nil, errInvalid("nextToken is not valid: pass the nextToken of a previous ListThings response")
 		}
 	}
@@ -244,7 +244,7 @@ func (a *API) listThings(ctx context.Context, c *call) (any, error) {
 		out.Things = append(out.Things, thingAttribute{t.Name, t.ARN, nonNil(t.Attributes), t.Version})
 	}
 	if more {
-		out.NextToken = encodeCursor("thing", things[len(things)-1].Name)
+		out.NextToken = a.cursors.encode("thing", []byte(things[len(things)-1].Name))
 	}
 	return out, nil
 }

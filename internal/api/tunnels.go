@@ -2,12 +2,9 @@ package api
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net/http"
-	"regexp"
-	"strings"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
 )
@@ -17,12 +14,6 @@ const (
 	maxTunnelsPage     = 100
 	defaultTunnelsPage = 100
 )
-
-// nextTokenPattern is the model's NextToken pattern; its 4096 limit is
-// checked apart, past Go's regexp repeat limit.
-var nextTokenPattern = regexp.MustCompile(`^[a-zA-Z0-9_=-]+$`)
-
-const maxNextToken = 4096
 
 func (a *API) tunnelOps() map[string]jsonOp {
 	return map[string]jsonOp{
@@ -249,7 +240,7 @@ func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
 	if in.MaxResults != nil {
 		limit = *in.MaxResults
 	}
-	after, err := a.tunnelsCursor(ctx, c.account.ID, in.NextToken)
+	after, err := a.tunnelsCursor(in.NextToken)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +256,7 @@ func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
 	out.TunnelSummaries = []tunnelSummary{}
 	if len(ts) > limit {
 		ts = ts[:limit]
-		out.NextToken = encodeCursor("tunnel", ts[limit-1].ID)
+		out.NextToken = a.cursors.encode("tunnel", encodeTunnelPosition(tunnel.PositionAfter(ts[limit-1])))
 	}
 	for _, t := range ts {
 		if t, err = a.expire(ctx, t); err != nil {
@@ -279,23 +270,18 @@ func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
 	return out, nil
 }
 
-// tunnelsCursor decodes ListTunnels' nextToken into the id of the last
-// tunnel of the previous page, which must still exist: the store continues
-// after that tunnel's place in the order.
-func (a *API) tunnelsCursor(ctx context.Context, accountID string, token *string) (string, error) {
+// tunnelsCursor decodes ListTunnels' nextToken into the place in the list
+// where the previous page ended.
+func (a *API) tunnelsCursor(token *string) (tunnel.Position, error) {
 	if token == nil {
-		return "", nil
+		return tunnel.Position{}, nil
 	}
-	id, ok := decodeCursor("tunnel", *token)
-	if !ok || !tunnel.ValidTunnelID(id) {
-		return "", errInvalid("nextToken is not valid: pass the nextToken of a previous ListTunnels response")
+	b, ok := a.cursors.decode("tunnel", *token)
+	p, okPos := decodeTunnelPosition(b)
+	if !ok || !okPos {
+		return p, errInvalid("nextToken is not valid: pass the nextToken of a previous ListTunnels response, unchanged")
 	}
-	if _, err := a.store.Tunnel(ctx, accountID, id); errors.Is(err, tunnel.ErrNotFound) {
-		return "", errInvalid("nextToken continues after a tunnel that was deleted since; list again from the start")
-	} else if err != nil {
-		return "", err
-	}
-	return id, nil
+	return p, nil
 }
 
 // tunnel reads a tunnel of account, closing it first if its lifetime ended.
@@ -387,22 +373,4 @@ func tunnelID(id *string) (string, error) {
 
 func errTunnelNotFound(id string) error {
 	return errNotFound("tunnel %s does not exist in this account", id)
-}
-
-// encodeCursor makes an opaque nextToken; the kind keeps one listing's
-// token from being taken for another's.
-func encodeCursor(kind, last string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(kind + ":" + last))
-}
-
-func decodeCursor(kind, token string) (string, bool) {
-	if len(token) > maxNextToken || !nextTokenPattern.MatchString(token) {
-		return "", false
-	}
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(token, "="))
-	if err != nil {
-		return "", false
-	}
-	last, ok := strings.CutPrefix(string(b), kind+":")
-	return last, ok && last != ""
 }

@@ -212,6 +212,12 @@ func (s *Server) prepare(ctx context.Context) error {
 		HandshakeFailureRate:  q.HandshakeFailureRate,
 		HandshakeFailureBurst: q.HandshakeFailureBurst,
 	})
+	// The key that signs the API's nextTokens is the store's, so that a
+	// token survives a restart.
+	cursorKey, err := s.store.Secret(ctx, "api-next-token", api.CursorKeySize)
+	if err != nil {
+		return err
+	}
 	// One handler serves every management API, the account administration
 	// included.
 	a := api.New(api.Config{
@@ -223,6 +229,7 @@ func (s *Server) prepare(ctx context.Context) error {
 		MaxOpenTunnels: q.TunnelsPerAccount,
 		RequestRate:    q.APIRate,
 		RequestBurst:   q.APIBurst,
+		CursorKey:      cursorKey,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/tunnel", s.relay)

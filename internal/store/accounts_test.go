@@ -133,7 +133,7 @@ func TestDeleteAccountTakesEverythingItOwns(t *testing.T) {
 	if _, err := s.AccountByAccessKey(ctx, alice.AccessKeyID); !errors.Is(err, tunnel.ErrNotFound) {
 		t.Fatalf("deleted account's key: %v", err)
 	}
-	if ts, _ := s.Tunnels(ctx, alice.ID, "", "", 10); len(ts) != 0 {
+	if ts, _ := s.Tunnels(ctx, alice.ID, "", tunnel.Position{}, 10); len(ts) != 0 {
 		t.Fatalf("%d tunnels left", len(ts))
 	}
 	if _, err := s.Thing(ctx, alice.ID, "dev"); !errors.Is(err, tunnel.ErrNotFound) {

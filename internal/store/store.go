@@ -80,6 +80,9 @@ var migrations = []string{
 	UPDATE accounts SET name = 'account-' || id WHERE name = '';
 	CREATE UNIQUE INDEX accounts_by_name ON accounts (name);
 	CREATE INDEX accounts_by_age ON accounts (created_at, id);`,
+	// 2: the server's own secrets by name (the key that signs the API's
+	// nextTokens), made once and shared by every server on the database.
+	`CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);`,
 }
 
 // migrate creates the schema and applies the migrations a database lacks, in
@@ -280,16 +283,18 @@ func (s *Store) TunnelByToken(ctx context.Context, tokenHash []byte) (tunnel.Tun
 	return t, tunnel.ModeDestination, nil
 }
 
-// Tunnels lists up to limit tunnels of an account, newest first, optionally
-// only those whose destination is thingName. after is the id of the last
-// tunnel of the previous page ("" for the first page).
-func (s *Store) Tunnels(ctx context.Context, accountID, thingName, after string, limit int) ([]tunnel.Tunnel, error) {
+// Tunnels lists up to limit tunnels of an account, newest first (by
+// creation time, then id), optionally only those whose destination is
+// thingName, from the place after (tunnel.Position{} for the first page).
+// The place is compared by value, so a page follows the one before it even
+// when that page's tunnels were deleted since.
+func (s *Store) Tunnels(ctx context.Context, accountID, thingName string, after tunnel.Position, limit int) ([]tunnel.Tunnel, error) {
 	q := `SELECT data FROM tunnels WHERE account_id = ?1 AND (?2 = '' OR thing_name = ?2)`
-	if after != "" {
-		q += ` AND (created_at, id) < (SELECT created_at, id FROM tunnels WHERE id = ?3 AND account_id = ?1)`
+	if !after.IsStart() {
+		q += ` AND (created_at, id) < (?3, ?4)`
 	}
-	q += ` ORDER BY created_at DESC, id DESC LIMIT ?4`
-	return s.queryTunnels(ctx, q, accountID, thingName, after, limit)
+	q += ` ORDER BY created_at DESC, id DESC LIMIT ?5`
+	return s.queryTunnels(ctx, q, accountID, thingName, after.CreatedAt.UnixNano(), after.ID, limit)
 }
 
 // OpenTunnels lists every open tunnel of every account (for expiry).

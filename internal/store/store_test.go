@@ -53,7 +53,7 @@ func TestTunnelsRoundTripAndPaging(t *testing.T) {
 		t.Fatalf("other account's tunnel visible: %v", err)
 	}
 	var seen []string
-	after := ""
+	var after tunnel.Position
 	for {
 		page, err := s.Tunnels(ctx, "acct1", "", after, 2)
 		if err != nil {
@@ -65,13 +65,13 @@ func TestTunnelsRoundTripAndPaging(t *testing.T) {
 		if len(page) < 2 {
 			break
 		}
-		after = page[len(page)-1].ID
+		after = tunnel.PositionAfter(page[len(page)-1])
 	}
 	want := fmt.Sprint([]string{ids[4], ids[3], ids[2], ids[1], ids[0]})
 	if fmt.Sprint(seen) != want {
 		t.Fatalf("paging order %v, want %v", seen, want)
 	}
-	bs, err := s.Tunnels(ctx, "acct1", "b", "", 10)
+	bs, err := s.Tunnels(ctx, "acct1", "b", tunnel.Position{}, 10)
 	if err != nil || len(bs) != 2 {
 		t.Fatalf("thing filter: %d %v", len(bs), err)
 	}
