@@ -137,7 +137,7 @@ func TestListTunnelsTamperedToken(t *testing.T) {
 		tok[3] = 'A'
 	}
 	r := f.callJSON(t, "ListTunnels", `{"nextToken":"`+string(tok)+`"}`)
-	wantError(t, r, http.StatusBadRequest, codeInvalidRequest)
+	wantError(t, r, http.StatusBadRequest, codeValidation)
 	if !strings.Contains(r.Message, "nextToken") {
 		t.Errorf("message %q does not name nextToken", r.Message)
 	}

@@ -117,6 +117,20 @@ func jsonStatus(e *apiError) int {
 	return e.status
 }
 
+// tunnelAPIError is e as the IoT Secure Tunneling API names it. That API's
+// model defines no error for bad input, and the service answers what AWS's
+// JSON services answer for a request outside the model's constraints:
+// ValidationException, where the iot REST API (which shares the helpers
+// that make these errors) says InvalidRequestException.
+func tunnelAPIError(e *apiError) *apiError {
+	if e.code != codeInvalidRequest {
+		return e
+	}
+	v := *e
+	v.code = codeValidation
+	return &v
+}
+
 // writeError writes err in the format both protocols' SDKs parse: the code in
 // the x-amzn-ErrorType header and as __type in the body, the text as message.
 // It returns the status written.
@@ -125,6 +139,7 @@ func (a *API) writeError(w http.ResponseWriter, c *call, err error) int {
 	status := e.status
 	if c.proto == protoJSON {
 		status = jsonStatus(e)
+		e = tunnelAPIError(e)
 	}
 	attrs := []slog.Attr{slog.String("op", c.op), slog.String("code", e.code), slog.String("account", c.account.ID)}
 	switch {

@@ -37,6 +37,9 @@ func decodeJSON(body []byte, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
+		if e, ok := errorsAsAPI(err); ok {
+			return e // a member's own UnmarshalJSON found it invalid
+		}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
 			return errSerialization("member %s has the wrong type: expected %s, got JSON %s", te.Field, te.Type, te.Value)

@@ -1,8 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -14,16 +17,19 @@ import (
 // tagPattern is the model's pattern for tag keys and values.
 var tagPattern = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
 
-// validTags checks a TagList: at most 200 tags, keys 1..128 and values
-// 0..256 characters of the model's pattern, no key twice.
+// validTags checks a TagList: absent (nil), or 1 to 200 tags, keys 1..128
+// and values 0..256 characters of the model's pattern, no key twice.
 func validTags(tags []tunnel.Tag) error {
+	if tags != nil && len(tags) == 0 {
+		return errInvalid("tags must have 1 to %d tags, not none; leave tags out for a tunnel without tags", tunnel.MaxTags)
+	}
 	if len(tags) > tunnel.MaxTags {
 		return errInvalid("tags has %d tags; at most %d are allowed", len(tags), tunnel.MaxTags)
 	}
 	seen := make(map[string]bool, len(tags))
 	for _, t := range tags {
-		if n := utf8.RuneCountInString(t.Key); n < 1 || n > 128 || !tagPattern.MatchString(t.Key) {
-			return errInvalid("tag key %q must be 1 to 128 letters, digits, spaces or _.:/=+-@", t.Key)
+		if err := validTagKey("tag key", t.Key); err != nil {
+			return err
 		}
 		if n := utf8.RuneCountInString(t.Value); n > 256 || !tagPattern.MatchString(t.Value) {
 			return errInvalid("the value of tag %q must be at most 256 letters, digits, spaces or _.:/=+-@", t.Key)
@@ -36,10 +42,47 @@ func validTags(tags []tunnel.Tag) error {
 	return nil
 }
 
+// validTagKey checks a TagKey: 1 to 128 characters of the model's pattern.
+func validTagKey(member, k string) error {
+	if n := utf8.RuneCountInString(k); n < 1 || n > 128 || !tagPattern.MatchString(k) {
+		return errInvalid("%s %q must be 1 to 128 letters, digits, spaces or _.:/=+-@", member, k)
+	}
+	return nil
+}
+
+// tagList is a TagList as a request carries it, where both members of a tag
+// are required (a value may be empty, but not left out).
+type tagList []tunnel.Tag
+
+func (l *tagList) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		return nil
+	}
+	var raw []struct {
+		Key   *string `json:"key"`
+		Value *string `json:"value"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	tags := make(tagList, len(raw))
+	for i, t := range raw {
+		if t.Key == nil {
+			return required(fmt.Sprintf("tags[%d].key", i))
+		}
+		if t.Value == nil {
+			return errInvalid("tags[%d].value is required (tag %q): give an empty string for a tag without a value", i, *t.Key)
+		}
+		tags[i] = tunnel.Tag{Key: *t.Key, Value: *t.Value}
+	}
+	*l = tags
+	return nil
+}
+
 func (a *API) tagResource(ctx context.Context, c *call) (any, error) {
 	var in struct {
-		ResourceARN *string      `json:"resourceArn"`
-		Tags        []tunnel.Tag `json:"tags"`
+		ResourceARN *string `json:"resourceArn"`
+		Tags        tagList `json:"tags"`
 	}
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
@@ -79,6 +122,11 @@ func (a *API) untagResource(ctx context.Context, c *call) (any, error) {
 	}
 	if len(in.TagKeys) > tunnel.MaxTags {
 		return nil, errInvalid("tagKeys has %d keys; at most %d are allowed", len(in.TagKeys), tunnel.MaxTags)
+	}
+	for _, k := range in.TagKeys {
+		if err := validTagKey("tagKeys: key", k); err != nil {
+			return nil, err
+		}
 	}
 	return struct{}{}, a.updateTags(ctx, c.account.ID, in.ResourceARN, func(tags []tunnel.Tag) ([]tunnel.Tag, error) {
 		for _, k := range in.TagKeys {

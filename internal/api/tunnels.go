@@ -67,7 +67,7 @@ type (
 func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
 	var in struct {
 		Description       *string            `json:"description"`
-		Tags              []tunnel.Tag       `json:"tags"`
+		Tags              tagList            `json:"tags"`
 		DestinationConfig *destinationConfig `json:"destinationConfig"`
 		TimeoutConfig     *timeoutConfig     `json:"timeoutConfig"`
 	}
@@ -138,7 +138,7 @@ func openParams(desc *string, tags []tunnel.Tag, dc *destinationConfig, tc *time
 	p.Services = dc.Services
 	if dc.ThingName != nil {
 		if !tunnel.ValidName(*dc.ThingName) {
-			return p, errInvalid("destinationConfig.thingName %q must match [a-zA-Z0-9:_-]{1,128}", *dc.ThingName)
+			return p, errInvalid("destinationConfig.thingName %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", *dc.ThingName)
 		}
 		p.ThingName = *dc.ThingName
 	}
@@ -229,7 +229,7 @@ func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
 	thing := ""
 	if in.ThingName != nil {
 		if !tunnel.ValidName(*in.ThingName) {
-			return nil, errInvalid("thingName %q must match [a-zA-Z0-9:_-]{1,128}", *in.ThingName)
+			return nil, errInvalid("thingName %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", *in.ThingName)
 		}
 		thing = *in.ThingName
 	}
@@ -366,7 +366,7 @@ func tunnelID(id *string) (string, error) {
 		return "", required("tunnelId")
 	}
 	if !tunnel.ValidTunnelID(*id) {
-		return "", errInvalid("tunnelId %q must match [a-zA-Z0-9_\\-+=:]{1,128}", *id)
+		return "", errInvalid("tunnelId %q must be 1 to 128 characters of a-z A-Z 0-9 _ - + = :", *id)
 	}
 	return *id, nil
 }
