@@ -22,6 +22,7 @@ const (
 	kindSwitch               // --name only (global switches)
 	kindStruct               // one shorthand or JSON value, checked by shape
 	kindStructList           // one or more values of a list shape
+	kindStringList           // one or more strings, or one JSON list of strings
 )
 
 type param struct {
@@ -86,7 +87,7 @@ func parseArgs(params []param, args []string) (vals parsedArgs, help bool, err e
 				return nil, false, usagef("argument --%s: ignored explicit argument '%s'", name, inline)
 			}
 			raw[p.name] = []string{strconv.FormatBool(!negated)}
-		case kindStructList:
+		case kindStructList, kindStringList:
 			var vs []string
 			if hasInline {
 				vs = append(vs, inline)
@@ -173,6 +174,8 @@ func convertParam(p param, vs []string) (any, error) {
 		return n, nil
 	case kindString:
 		return loadParamFile(p, vs[0])
+	case kindStringList:
+		return convertStringList(p, vs)
 	}
 	for i, v := range vs {
 		loaded, err := loadParamFile(p, v)
@@ -196,6 +199,36 @@ func convertParam(p param, vs []string) (any, error) {
 		return nil, &paramError{msg: err.Error()}
 	}
 	return v, nil
+}
+
+// convertStringList reads a list of strings as the CLI does: each argument
+// one string, or a single argument that is a JSON list.
+func convertStringList(p param, vs []string) ([]string, error) {
+	out := make([]string, 0, len(vs))
+	for _, v := range vs {
+		loaded, err := loadParamFile(p, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, loaded)
+	}
+	if len(out) != 1 || !strings.HasPrefix(strings.TrimSpace(out[0]), "[") {
+		return out, nil
+	}
+	v, err := parseJSONValue(strings.TrimSpace(out[0]))
+	if err != nil {
+		return nil, &paramError{msg: fmt.Sprintf("Error parsing parameter '--%s': %v", p.name, err)}
+	}
+	v, err = normalize(listOf(stringShape), p.apiName, v)
+	if err != nil {
+		return nil, &paramError{msg: err.Error()}
+	}
+	items := v.([]any)
+	out = make([]string, len(items))
+	for i, item := range items {
+		out[i] = item.(string)
+	}
+	return out, nil
 }
 
 // loadParamFile replaces "file://path" by the file's content, as the CLI
@@ -232,7 +265,7 @@ func synopsis(p param) string {
 		s = "--" + p.name + " | --no-" + p.name
 	case kindSwitch:
 		s = "--" + p.name
-	case kindStructList:
+	case kindStructList, kindStringList:
 		s = "--" + p.name + " <value> [<value> ...]"
 	default:
 		s = "--" + p.name + " <value>"

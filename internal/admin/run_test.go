@@ -404,6 +404,7 @@ func TestRunOverview(t *testing.T) {
 func TestCommands(t *testing.T) {
 	want := []string{"create-thing", "describe-thing", "list-things", "delete-thing",
 		"open-tunnel", "describe-tunnel", "list-tunnels", "close-tunnel",
+		"tag-resource", "untag-resource", "list-tags-for-resource",
 		"create-account", "list-accounts", "describe-account", "update-account", "delete-account"}
 	if got := Commands(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Commands() = %v, want %v", got, want)
