@@ -3,12 +3,14 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/service/iot"
 	"github.com/aws/aws-sdk-go/service/iotsecuretunneling"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
@@ -140,5 +142,42 @@ func TestListTunnelsTamperedToken(t *testing.T) {
 	wantError(t, r, http.StatusBadRequest, codeValidation)
 	if !strings.Contains(r.Message, "nextToken") {
 		t.Errorf("message %q does not name nextToken", r.Message)
+	}
+}
+
+// ListThings continues by name, so deleting the previous page's things does
+// not break the next page; a changed token is InvalidRequestException there,
+// as the iot API names bad input.
+func TestListThingsCleanupLoop(t *testing.T) {
+	f := newFixture(t)
+	for i := range 7 {
+		f.createThing(f.acct, fmt.Sprintf("dev-%d", i))
+	}
+	c := f.iotV1(f.acct)
+	deleted := 0
+	var token *string
+	for {
+		p, err := c.ListThings(&iot.ListThingsInput{MaxResults: aws.Int64(3), NextToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, th := range p.Things {
+			if _, err := c.DeleteThing(&iot.DeleteThingInput{ThingName: th.ThingName}); err != nil {
+				t.Fatal(err)
+			}
+			deleted++
+		}
+		if token = p.NextToken; token == nil {
+			break
+		}
+		bad := []byte(*token)
+		bad[0] = map[bool]byte{true: 'B', false: 'A'}[bad[0] == 'A']
+		_, err = c.ListThings(&iot.ListThingsInput{NextToken: aws.String(string(bad))})
+		if code := awsCode(t, err); code != codeInvalidRequest {
+			t.Fatalf("changed token: %v", err)
+		}
+	}
+	if deleted != 7 {
+		t.Fatalf("deleted %d things, want 7", deleted)
 	}
 }
