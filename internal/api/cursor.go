@@ -66,7 +66,7 @@ func (c cursors) decode(kind, token string) ([]byte, bool) {
 	if len(token) > maxNextToken || !nextTokenPattern.MatchString(token) {
 		return nil, false
 	}
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(token, "="))
+	b, err := base64.RawURLEncoding.Strict().DecodeString(strings.TrimRight(token, "="))
 	if err != nil || len(b) <= cursorMACLen {
 		return nil, false
 	}
