@@ -202,30 +202,6 @@ func (p *OpenParams) Validate() error {
 	return nil
 }
 
-// validDestination checks a destination config: at least one service.
-func validDestination(thingName string, services []string) error {
-	if len(services) == 0 {
-		return fmt.Errorf("%w: destinationConfig.services must name at least one service", ErrInvalid)
-	}
-	if len(services) > MaxServices {
-		return fmt.Errorf("%w: destinationConfig.services has %d services; at most %d are allowed", ErrInvalid, len(services), MaxServices)
-	}
-	seen := map[string]bool{}
-	for _, s := range services {
-		if !ValidName(s) {
-			return fmt.Errorf("%w: service %q must match [a-zA-Z0-9:_-]{1,128}", ErrInvalid, s)
-		}
-		if seen[s] {
-			return fmt.Errorf("%w: service %q is listed twice", ErrInvalid, s)
-		}
-		seen[s] = true
-	}
-	if thingName != "" && !ValidName(thingName) {
-		return fmt.Errorf("%w: thingName must match [a-zA-Z0-9:_-]{1,128}", ErrInvalid)
-	}
-	return nil
-}
-
 // Tokens are the access tokens of a new tunnel, or the new ones of a
 // rotation's sides; shown once.
 type Tokens struct {
