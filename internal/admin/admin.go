@@ -96,7 +96,7 @@ func (e *env) iot() *iot.Client {
 // commands lists the admin commands in the order the usage shows them.
 var commands = []*command{
 	createThingCmd, describeThingCmd, listThingsCmd, deleteThingCmd,
-	openTunnelCmd, describeTunnelCmd, listTunnelsCmd, closeTunnelCmd,
+	openTunnelCmd, describeTunnelCmd, listTunnelsCmd, closeTunnelCmd, rotateTunnelAccessTokenCmd,
 	createAccountCmd, listAccountsCmd, describeAccountCmd, updateAccountCmd, deleteAccountCmd,
 }
 
@@ -123,8 +123,12 @@ func Commands() []string {
 func overview() string {
 	var b strings.Builder
 	b.WriteString("usage: warren <command> [parameters]\n\nAdmin commands (run one with --help for its parameters):\n")
+	width := 0
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-16s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-*s %s\n", width, c.name, c.summary)
 	}
 	return b.String()
 }

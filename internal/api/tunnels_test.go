@@ -154,7 +154,6 @@ func TestTunnelValidation(t *testing.T) {
 		code           string
 		inMessage      string
 	}{
-		{"no destinationConfig", "OpenTunnel", `{}`, codeInvalidRequest, "destinationConfig"},
 		{"no services", "OpenTunnel", `{"destinationConfig":{"thingName":"robot-1"}}`, codeInvalidRequest, "services"},
 		{"empty services", "OpenTunnel", `{"destinationConfig":{"services":[]}}`, codeInvalidRequest, "services"},
 		{"bad service name", "OpenTunnel", `{"destinationConfig":{"services":["ss h"]}}`, codeInvalidRequest, "ss h"},
@@ -184,7 +183,11 @@ func TestTunnelValidation(t *testing.T) {
 		{"list bad nextToken", "ListTunnels", `{"nextToken":"not a token!"}`, codeInvalidRequest, "nextToken"},
 		{"list foreign nextToken", "ListTunnels", `{"nextToken":"` + encodeCursor("thing", "robot-1") + `"}`, codeInvalidRequest, "nextToken"},
 		{"unknown operation", "DoSomething", `{}`, codeUnknownOperation, "DoSomething"},
-		{"rotate not implemented", "RotateTunnelAccessToken", `{"tunnelId":"x","clientMode":"ALL"}`, codeNotImplemented, "RotateTunnelAccessToken"},
+		{"rotate without id", "RotateTunnelAccessToken", `{"clientMode":"ALL"}`, codeInvalidRequest, "tunnelId"},
+		{"rotate without clientMode", "RotateTunnelAccessToken", `{"tunnelId":"0123456789abcdef0123456789abcdef"}`, codeInvalidRequest, "clientMode"},
+		{"rotate bad clientMode", "RotateTunnelAccessToken", `{"tunnelId":"0123456789abcdef0123456789abcdef","clientMode":"BOTH"}`, codeInvalidRequest, "SOURCE, DESTINATION or ALL"},
+		{"rotate config without services", "RotateTunnelAccessToken", `{"tunnelId":"0123456789abcdef0123456789abcdef","clientMode":"ALL","destinationConfig":{"thingName":"robot-1"}}`, codeInvalidRequest, "services"},
+		{"rotate unknown", "RotateTunnelAccessToken", `{"tunnelId":"0123456789abcdef0123456789abcdef","clientMode":"ALL"}`, codeNotFound, "does not exist"},
 		{"tag without arn", "TagResource", `{"tags":[{"key":"a","value":"b"}]}`, codeInvalidRequest, "resourceArn"},
 		{"tag bad arn", "TagResource", `{"resourceArn":"arn:aws:iot:us-east-1:111122223333:thing/x","tags":[{"key":"a","value":"b"}]}`, codeInvalidRequest, "tunnel ARN"},
 		{"tag unknown arn", "ListTagsForResource", `{"resourceArn":"arn:aws:iot:us-east-1:111122223333:tunnel/abc"}`, codeNotFound, "abc"},
