@@ -40,43 +40,86 @@ func (r limitRun) rttQuantile(q float64) time.Duration {
 	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
-// runDownloads starts n endless downloads through the source's port and an
-// interactive echo beside them, lets them settle for warm, measures for
-// window, and stops them.
-func runDownloads(t *testing.T, port, n int, warm, window time.Duration) limitRun {
+// downloads are n endless downloads through a source port, each counting
+// the bytes it has read; stop closes them and waits for their readers.
+type downloads struct {
+	counts []atomic.Int64
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+// startDownloads dials port n times and asks the bulk device for cmd ('D':
+// as fast as it can send; 'd': 100 KB/s).
+func startDownloads(t *testing.T, port, n int, cmd byte) *downloads {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	counts := make([]atomic.Int64, n)
-	var conns []net.Conn
-	var wg sync.WaitGroup
+	d := &downloads{counts: make([]atomic.Int64, n)}
+	t.Cleanup(d.stop)
 	for i := range n {
-		c, err := net.Dial("tcp", addr)
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			t.Fatal(err)
 		}
-		conns = append(conns, c)
-		if _, err := c.Write([]byte{'D'}); err != nil {
+		d.conns = append(d.conns, c)
+		if _, err := c.Write([]byte{cmd}); err != nil {
 			t.Fatal(err)
 		}
-		wg.Add(1)
+		d.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer d.wg.Done()
 			buf := make([]byte, 32<<10)
 			for {
 				m, err := c.Read(buf)
-				counts[i].Add(int64(m))
+				d.counts[i].Add(int64(m))
 				if err != nil {
 					return
 				}
 			}
 		}()
 	}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-		wg.Wait()
-	}()
+	return d
+}
+
+// each is the bytes each download has read so far.
+func (d *downloads) each() []int64 {
+	out := make([]int64, len(d.counts))
+	for i := range d.counts {
+		out[i] = d.counts[i].Load()
+	}
+	return out
+}
+
+// total is the bytes all of them have read so far.
+func (d *downloads) total() int64 {
+	var n int64
+	for _, b := range d.each() {
+		n += b
+	}
+	return n
+}
+
+func (d *downloads) stop() {
+	for _, c := range d.conns {
+		c.Close()
+	}
+	d.wg.Wait()
+}
+
+// rate is the bytes per second the downloads move together over the next
+// window.
+func (d *downloads) rate(window time.Duration) float64 {
+	n0 := d.total()
+	time.Sleep(window)
+	return float64(d.total()-n0) / window.Seconds()
+}
+
+// runDownloads starts n endless downloads through the source's port and an
+// interactive echo beside them, lets them settle for warm, measures for
+// window, and stops them.
+func runDownloads(t *testing.T, port, n int, warm, window time.Duration) limitRun {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dl := startDownloads(t, port, n, 'D')
+	defer dl.stop()
 
 	echo, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -116,17 +159,14 @@ func runDownloads(t *testing.T, port, n int, warm, window time.Duration) limitRu
 	}()
 
 	time.Sleep(warm)
-	before := make([]int64, n)
-	for i := range counts {
-		before[i] = counts[i].Load()
-	}
+	before := dl.each()
 	measuring.Store(true)
 	t0 := time.Now()
 	time.Sleep(window)
 	run.window = time.Since(t0)
 	measuring.Store(false)
-	for i := range counts {
-		run.perConn = append(run.perConn, counts[i].Load()-before[i])
+	for i, b := range dl.each() {
+		run.perConn = append(run.perConn, b-before[i])
 	}
 	close(stop)
 	if err := <-echoDone; err != nil {
@@ -239,43 +279,11 @@ func TestUpdateAccountLimitLive(t *testing.T) {
 	dev := bulkDevice(t, 1<<40)
 	_, ports, _, _ := s.tunnelPair(t, "live", []string{"BULK"}, []string{dev})
 
-	// Bytes received per 100 ms by 4 downloads, sampled in the background.
-	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	var got atomic.Int64
-	var wg sync.WaitGroup
-	var conns []net.Conn
-	for range 4 {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-		c.Write([]byte{'D'})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := c.Read(buf)
-				got.Add(int64(n))
-				if err != nil {
-					return
-				}
-			}
-		}()
-	}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-		wg.Wait()
-	}()
+	dl := startDownloads(t, ports[0], 4, 'D')
 	// rateBetween is the rate from a to b after now.
 	rateBetween := func(a, b time.Duration) float64 {
 		time.Sleep(a)
-		n0 := got.Load()
-		time.Sleep(b - a)
-		return float64(got.Load()-n0) / (b - a).Seconds()
+		return dl.rate(b - a)
 	}
 	time.Sleep(time.Second)
 	before := rateBetween(0, time.Second)
@@ -309,34 +317,14 @@ func TestUpdateAccountLimitLive(t *testing.T) {
 	}
 }
 
-// countDownloads runs n downloads through port for d after warm (cmd 'D':
-// as fast as the device can send; 'd': the device sends 100 KB/s), and
-// returns the bytes per second they moved together in the measured window.
+// countDownloads runs n downloads of cmd through port for d after warm,
+// and returns the bytes per second they moved together in the window.
 func countDownloads(t *testing.T, port, n int, cmd byte, warm, d time.Duration) float64 {
 	t.Helper()
-	var got atomic.Int64
-	for range n {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.Write([]byte{cmd})
-		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				m, err := c.Read(buf)
-				got.Add(int64(m))
-				if err != nil {
-					return
-				}
-			}
-		}()
-	}
+	dl := startDownloads(t, port, n, cmd)
+	defer dl.stop()
 	time.Sleep(warm)
-	n0 := got.Load()
-	time.Sleep(d)
-	return float64(got.Load()-n0) / d.Seconds()
+	return dl.rate(d)
 }
 
 // One account's tunnels share its limit: two busy tunnels get half each,

@@ -96,7 +96,7 @@ func (e *env) iot() *iot.Client {
 // commands lists the admin commands in the order the usage shows them.
 var commands = []*command{
 	createThingCmd, describeThingCmd, listThingsCmd, deleteThingCmd,
-	openTunnelCmd, describeTunnelCmd, listTunnelsCmd, closeTunnelCmd,
+	openTunnelCmd, describeTunnelCmd, listTunnelsCmd, closeTunnelCmd, rotateTunnelAccessTokenCmd,
 	tagResourceCmd, untagResourceCmd, listTagsForResourceCmd,
 	createAccountCmd, listAccountsCmd, describeAccountCmd, updateAccountCmd, deleteAccountCmd,
 }

@@ -87,6 +87,8 @@ func tunnelAPI(r recorded, _ int) reply {
 		return reply{body: `{"tunnelSummaries":[{"tunnelId":"t-2","status":"CLOSED","createdAt":1795770000,"lastUpdatedAt":1795770000.25}],"nextToken":"page-2"}`}
 	case "IoTSecuredTunneling.CloseTunnel":
 		return reply{body: `{}`}
+	case "IoTSecuredTunneling.RotateTunnelAccessToken":
+		return reply{body: `{"tunnelArn":"arn:aws:iot:eu-central-1:123456789012:tunnel/t-1","destinationAccessToken":"dst-token-2"}`}
 	}
 	return thingsAPI(r)
 }
@@ -403,7 +405,7 @@ func TestRunOverview(t *testing.T) {
 
 func TestCommands(t *testing.T) {
 	want := []string{"create-thing", "describe-thing", "list-things", "delete-thing",
-		"open-tunnel", "describe-tunnel", "list-tunnels", "close-tunnel",
+		"open-tunnel", "describe-tunnel", "list-tunnels", "close-tunnel", "rotate-tunnel-access-token",
 		"tag-resource", "untag-resource", "list-tags-for-resource",
 		"create-account", "list-accounts", "describe-account", "update-account", "delete-account"}
 	if got := Commands(); !reflect.DeepEqual(got, want) {

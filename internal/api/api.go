@@ -66,9 +66,11 @@ type Store interface {
 	AccountOpenTunnels(ctx context.Context, accountID string) ([]tunnel.Tunnel, error)
 }
 
-// Relay disconnects the peers of a tunnel that was closed.
+// Relay disconnects the peers of a tunnel that was closed, and those of
+// the sides of a tunnel whose access tokens were rotated.
 type Relay interface {
 	CloseTunnel(tunnelID string)
+	RotateTunnel(tunnelID string, modes ...tunnel.Mode)
 }
 
 // Bandwidth is the relay's per-account bandwidth limiter as the API sees it.
@@ -166,7 +168,8 @@ func New(cfg Config) *API {
 
 type noRelay struct{}
 
-func (noRelay) CloseTunnel(string) {}
+func (noRelay) CloseTunnel(string)                  {}
+func (noRelay) RotateTunnel(string, ...tunnel.Mode) {}
 
 // protocol is the wire protocol of a request: it decides the error format's
 // status codes and the response content type.

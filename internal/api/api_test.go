@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,10 +56,26 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// recordingRelay records the tunnels it was told to close.
+// recordingRelay records the tunnels it was told to close, and the
+// rotations it was told of ("id SOURCE", "id DESTINATION").
 type recordingRelay struct {
-	mu     sync.Mutex
-	closed []string
+	mu      sync.Mutex
+	closed  []string
+	rotated []string
+}
+
+func (r *recordingRelay) RotateTunnel(id string, modes ...tunnel.Mode) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range modes {
+		r.rotated = append(r.rotated, id+" "+strings.ToUpper(string(m)))
+	}
+}
+
+func (r *recordingRelay) Rotated() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.rotated)
 }
 
 func (r *recordingRelay) CloseTunnel(id string) {

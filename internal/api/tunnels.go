@@ -24,7 +24,7 @@ func (a *API) tunnelOps() map[string]jsonOp {
 		"TagResource":             a.tagResource,
 		"UntagResource":           a.untagResource,
 		"ListTagsForResource":     a.listTagsForResource,
-		"RotateTunnelAccessToken": notImplemented,
+		"RotateTunnelAccessToken": a.rotateTunnelAccessToken,
 	}
 }
 
@@ -129,18 +129,19 @@ func (a *API) ownerExists(ctx context.Context, t tunnel.Tunnel) error {
 // (presence, explicit zero values, tag patterns) and builds its params.
 func openParams(desc *string, tags []tunnel.Tag, dc *destinationConfig, tc *timeoutConfig) (tunnel.OpenParams, error) {
 	var p tunnel.OpenParams
-	if dc == nil {
-		return p, required("destinationConfig (with its services)")
-	}
-	if len(dc.Services) == 0 {
-		return p, required("destinationConfig.services (at least one service name)")
-	}
-	p.Services = dc.Services
-	if dc.ThingName != nil {
-		if !tunnel.ValidName(*dc.ThingName) {
-			return p, errInvalid("destinationConfig.thingName %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", *dc.ThingName)
+	// Without destinationConfig the tunnel has no thing and no services
+	// until RotateTunnelAccessToken gives it them.
+	if dc != nil {
+		if len(dc.Services) == 0 {
+			return p, required("destinationConfig.services (at least one service name)")
 		}
-		p.ThingName = *dc.ThingName
+		p.Services = dc.Services
+		if dc.ThingName != nil {
+			if !tunnel.ValidName(*dc.ThingName) {
+				return p, errInvalid("destinationConfig.thingName %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", *dc.ThingName)
+			}
+			p.ThingName = *dc.ThingName
+		}
 	}
 	if desc != nil {
 		if !tunnel.ValidDescription(*desc) {

@@ -154,7 +154,6 @@ func TestTunnelValidation(t *testing.T) {
 		code           string
 		inMessage      string
 	}{
-		{"no destinationConfig", "OpenTunnel", `{}`, codeValidation, "destinationConfig"},
 		{"no services", "OpenTunnel", `{"destinationConfig":{"thingName":"robot-1"}}`, codeValidation, "services"},
 		{"empty services", "OpenTunnel", `{"destinationConfig":{"services":[]}}`, codeValidation, "services"},
 		{"bad service name", "OpenTunnel", `{"destinationConfig":{"services":["ss h"]}}`, codeValidation, "ss h"},
@@ -184,7 +183,11 @@ func TestTunnelValidation(t *testing.T) {
 		{"list bad nextToken", "ListTunnels", `{"nextToken":"not a token!"}`, codeValidation, "nextToken"},
 		{"list foreign nextToken", "ListTunnels", `{"nextToken":"` + newCursors(testCursorKey).encode("thing", []byte("robot-1")) + `"}`, codeValidation, "nextToken"},
 		{"unknown operation", "DoSomething", `{}`, codeUnknownOperation, "DoSomething"},
-		{"rotate not implemented", "RotateTunnelAccessToken", `{"tunnelId":"x","clientMode":"ALL"}`, codeNotImplemented, "RotateTunnelAccessToken"},
+		{"rotate without id", "RotateTunnelAccessToken", `{"clientMode":"ALL"}`, codeValidation, "tunnelId"},
+		{"rotate without clientMode", "RotateTunnelAccessToken", `{"tunnelId":"0123456789abcdef0123456789abcdef"}`, codeValidation, "clientMode"},
+		{"rotate bad clientMode", "RotateTunnelAccessToken", `{"tunnelId":"0123456789abcdef0123456789abcdef","clientMode":"BOTH"}`, codeValidation, "SOURCE, DESTINATION or ALL"},
+		{"rotate config without services", "RotateTunnelAccessToken", `{"tunnelId":"0123456789abcdef0123456789abcdef","clientMode":"ALL","destinationConfig":{"thingName":"robot-1"}}`, codeValidation, "services"},
+		{"rotate unknown", "RotateTunnelAccessToken", `{"tunnelId":"0123456789abcdef0123456789abcdef","clientMode":"ALL"}`, codeNotFound, "does not exist"},
 		{"tag without arn", "TagResource", `{"tags":[{"key":"a","value":"b"}]}`, codeValidation, "resourceArn"},
 		{"tag bad arn", "TagResource", `{"resourceArn":"arn:aws:iot:us-east-1:111122223333:thing/x","tags":[{"key":"a","value":"b"}]}`, codeValidation, "tunnel ARN"},
 		{"tag unknown arn", "ListTagsForResource", `{"resourceArn":"arn:aws:iot:us-east-1:111122223333:tunnel/abc"}`, codeNotFound, "abc"},

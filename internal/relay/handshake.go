@@ -229,6 +229,10 @@ func admissionError(err error, mode tunnel.Mode) *handshakeError {
 		return reject(http.StatusForbidden, "access token is not valid for %s=%s", modeParam, mode)
 	case errors.Is(err, tunnel.ErrClosed):
 		return reject(http.StatusGone, "tunnel is closed")
+	case errors.Is(err, tunnel.ErrNoDestination):
+		// A 4xx: the official proxy exits instead of retrying a tunnel that
+		// needs an API call first.
+		return reject(http.StatusConflict, "%s", err.Error())
 	case errors.Is(err, tunnel.ErrTokenSpent), errors.Is(err, tunnel.ErrClientToken):
 		return reject(http.StatusConflict, "%s", err.Error())
 	}

@@ -253,7 +253,7 @@ func (p *peer) forward(f *framepool.Buf, m *wire.Message) error {
 	if m.Type == wire.TypeData && p.acct != nil {
 		if err := p.acct.Wait(p.ctx, p.dir, len(m.Payload)); err != nil {
 			f.Free()
-			return fmt.Errorf("stopped while paced: %w", context.Cause(p.ctx))
+			return errors.New("stopped while waiting for the account's bandwidth limit")
 		}
 		if p.credit.wanted {
 			p.forwarded(len(m.Payload))

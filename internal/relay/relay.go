@@ -422,6 +422,30 @@ func (r *Relay) CloseTunnel(tunnelID string) {
 	}
 }
 
+// RotateTunnel ends the connections of the sides of a tunnel whose access
+// tokens were replaced (the store has the new ones already): each gets a
+// close frame, so that the official proxy exits instead of reconnecting
+// with a dead token, and the other side's streams are reset as when any
+// peer ends. A handshake of a rotated side under way finishes first (its
+// peer, admitted with the old token, is then cut off too); later ones find
+// the new token in the store. The other side's peer keeps the services it
+// was admitted with until it reconnects.
+func (r *Relay) RotateTunnel(tunnelID string, modes ...tunnel.Mode) {
+	ts := r.lookup(tunnelID)
+	if ts == nil {
+		return
+	}
+	for _, m := range modes {
+		sd := sideOf(m)
+		ts.admitting[sd].Lock()
+		p := ts.peer(sd)
+		ts.admitting[sd].Unlock()
+		if p != nil {
+			p.stop(websocket.CloseNormalClosure, "access token rotated")
+		}
+	}
+}
+
 // Connected reports which sides of a tunnel have a connection.
 func (r *Relay) Connected(tunnelID string) (source, destination bool) {
 	ts := r.lookup(tunnelID)

@@ -183,24 +183,12 @@ func (p *OpenParams) Validate() error {
 	if p.Description != "" && !ValidDescription(p.Description) {
 		return fmt.Errorf("%w: description must be 1 to 2048 printable characters", ErrInvalid)
 	}
-	if len(p.Services) == 0 {
-		return fmt.Errorf("%w: destinationConfig.services must name at least one service", ErrInvalid)
-	}
-	if len(p.Services) > MaxServices {
-		return fmt.Errorf("%w: destinationConfig.services has %d services; at most %d are allowed", ErrInvalid, len(p.Services), MaxServices)
-	}
-	seen := map[string]bool{}
-	for _, s := range p.Services {
-		if !ValidName(s) {
-			return fmt.Errorf("%w: service %q must match [a-zA-Z0-9:_-]{1,128}", ErrInvalid, s)
+	// A tunnel may be opened without a destination config (no thing, no
+	// services); a rotation of its destination token gives it one.
+	if len(p.Services) > 0 || p.ThingName != "" {
+		if err := validDestination(p.ThingName, p.Services); err != nil {
+			return err
 		}
-		if seen[s] {
-			return fmt.Errorf("%w: service %q is listed twice", ErrInvalid, s)
-		}
-		seen[s] = true
-	}
-	if p.ThingName != "" && !ValidName(p.ThingName) {
-		return fmt.Errorf("%w: thingName must match [a-zA-Z0-9:_-]{1,128}", ErrInvalid)
 	}
 	if p.LifetimeMinutes < 0 || p.LifetimeMinutes > MaxLifetimeMinutes {
 		return fmt.Errorf("%w: timeoutConfig.maxLifetimeTimeoutMinutes must be between 1 and 720", ErrInvalid)
@@ -216,7 +204,8 @@ func (p *OpenParams) Validate() error {
 	return nil
 }
 
-// Tokens are the two access tokens of a new tunnel, shown once.
+// Tokens are the access tokens of a new tunnel, or the new ones of a
+// rotation's sides; shown once.
 type Tokens struct {
 	Source      string
 	Destination string
@@ -320,6 +309,11 @@ func Admit(t *Tunnel, mode Mode, tokenHash []byte, clientToken string, now time.
 			return ErrWrongMode
 		}
 		return ErrNotFound
+	}
+	if len(t.Services) == 0 {
+		// Refused before the token is spent, so that it still connects
+		// once the tunnel has a destination config.
+		return ErrNoDestination
 	}
 	switch {
 	case want.Spent:

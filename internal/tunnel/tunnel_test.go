@@ -19,7 +19,8 @@ func TestValidate(t *testing.T) {
 		ok   bool
 	}{
 		{"valid", func(p *OpenParams) {}, true},
-		{"no services", func(p *OpenParams) { p.Services = nil }, false},
+		{"thing without services", func(p *OpenParams) { p.Services = nil }, false},
+		{"no destination config", func(p *OpenParams) { p.Services, p.ThingName = nil, "" }, true},
 		{"four services", func(p *OpenParams) { p.Services = []string{"A", "B", "C", "D"} }, false},
 		{"bad service name", func(p *OpenParams) { p.Services = []string{"HT TP"} }, false},
 		{"duplicate service", func(p *OpenParams) { p.Services = []string{"A", "A"} }, false},
