@@ -48,7 +48,7 @@ func (a *API) rotateTunnelAccessToken(ctx context.Context, c *call) (any, error)
 		dest = &tunnel.Destination{Services: dc.Services}
 		if dc.ThingName != nil {
 			if !tunnel.ValidName(*dc.ThingName) {
-				return nil, errInvalid("destinationConfig.thingName %q must match [a-zA-Z0-9:_-]{1,128}", *dc.ThingName)
+				return nil, errInvalid("destinationConfig.thingName %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", *dc.ThingName)
 			}
 			dest.ThingName = *dc.ThingName
 		}

@@ -55,7 +55,7 @@ func (a *API) routeREST(r *http.Request) (string, func(context.Context, *call) (
 func thingName(r *http.Request) (string, error) {
 	name := strings.TrimPrefix(r.URL.Path, "/things/")
 	if !tunnel.ValidName(name) {
-		return "", errInvalid("thing name %q must match [a-zA-Z0-9:_-]{1,128}", name)
+		return "", errInvalid("thing name %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", name)
 	}
 	return name, nil
 }

@@ -86,7 +86,7 @@ func validDestination(thingName string, services []string) error {
 	seen := map[string]bool{}
 	for _, s := range services {
 		if !ValidName(s) {
-			return fmt.Errorf("%w: service %q must match [a-zA-Z0-9:_-]{1,128}", ErrInvalid, s)
+			return fmt.Errorf("%w: destinationConfig.services: service %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", ErrInvalid, s)
 		}
 		if seen[s] {
 			return fmt.Errorf("%w: service %q is listed twice", ErrInvalid, s)
@@ -94,7 +94,7 @@ func validDestination(thingName string, services []string) error {
 		seen[s] = true
 	}
 	if thingName != "" && !ValidName(thingName) {
-		return fmt.Errorf("%w: thingName must match [a-zA-Z0-9:_-]{1,128}", ErrInvalid)
+		return fmt.Errorf("%w: destinationConfig.thingName must be 1 to 128 characters of a-z A-Z 0-9 : _ -", ErrInvalid)
 	}
 	return nil
 }
