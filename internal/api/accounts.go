@@ -129,19 +129,14 @@ func (a *API) listAccounts(ctx context.Context, c *call) (any, error) {
 		}
 		limit = *in.MaxResults
 	}
-	after := ""
+	var after tunnel.Position
 	if in.NextToken != nil {
 		b, ok := a.cursors.decode("account", *in.NextToken)
-		id := string(b)
-		if !ok || !tunnel.ValidAccountID(id) {
-			return nil, errValidation("nextToken is not valid: pass the nextToken of a previous ListAccounts response")
+		p, okPos := decodePosition(b, tunnel.ValidAccountID)
+		if !ok || !okPos {
+			return nil, errValidation("nextToken is not valid: pass the nextToken of a previous ListAccounts response, unchanged")
 		}
-		if _, err := a.store.Account(ctx, id); errors.Is(err, tunnel.ErrNotFound) {
-			return nil, errValidation("nextToken continues after an account that was deleted since; list again from the start")
-		} else if err != nil {
-			return nil, err
-		}
-		after = id
+		after = p
 	}
 	// One more than asked tells whether another page follows.
 	accts, err := a.store.Accounts(ctx, after, limit+1)
@@ -154,7 +149,7 @@ func (a *API) listAccounts(ctx context.Context, c *call) (any, error) {
 	}
 	if len(accts) > limit {
 		accts = accts[:limit]
-		out.NextToken = a.cursors.encode("account", []byte(accts[limit-1].ID))
+		out.NextToken = a.cursors.encode("account", encodePosition(tunnel.AccountPositionAfter(accts[limit-1])))
 	}
 	out.Accounts = make([]accountSummary, len(accts))
 	for i, acct := range accts {

@@ -302,6 +302,19 @@ func TestListAccountsPages(t *testing.T) {
 	if len(all.Accounts) != len(want) || all.NextToken != "" {
 		t.Fatalf("one page of all: %d, %q", len(all.Accounts), all.NextToken)
 	}
+
+	// A token still works when the account it was taken after is deleted.
+	var first page
+	ok(t, f.callAccounts(t, f.admin, "ListAccounts", `{"maxResults":4}`), &first)
+	if len(first.Accounts) != 4 || first.Accounts[3].AccountName != "user0" || first.NextToken == "" {
+		t.Fatalf("first page: %+v", first)
+	}
+	ok(t, f.callAccounts(t, f.admin, "DeleteAccount", `{"accountId":"`+first.Accounts[3].AccountID+`"}`), nil)
+	var rest page
+	ok(t, f.callAccounts(t, f.admin, "ListAccounts", `{"nextToken":"`+first.NextToken+`"}`), &rest)
+	if len(rest.Accounts) != 2 || rest.Accounts[0].AccountName != "user1" || rest.Accounts[1].AccountName != "user2" {
+		t.Fatalf("after deleting user0: %+v", rest)
+	}
 }
 
 // Without a limiter, DescribeAccount reports the account's own limit as the

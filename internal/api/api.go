@@ -58,7 +58,8 @@ type Store interface {
 
 	CreateAccount(ctx context.Context, a tunnel.Account) error
 	Account(ctx context.Context, id string) (tunnel.Account, error)
-	Accounts(ctx context.Context, after string, limit int) ([]tunnel.Account, error)
+	// Accounts lists the accounts oldest first, from the place after.
+	Accounts(ctx context.Context, after tunnel.Position, limit int) ([]tunnel.Account, error)
 	UpdateAccount(ctx context.Context, id string, fn func(*tunnel.Account) error) (tunnel.Account, error)
 	// DeleteAccount deletes an account with its things and tunnels and
 	// returns the ids of the tunnels that were open.

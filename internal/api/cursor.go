@@ -18,8 +18,9 @@ import (
 // position, with a key of the server's (the store keeps it, so tokens
 // survive restarts and hold across servers on one database). A token that
 // was changed, or comes from another listing, is refused; the position is a
-// value (a tunnel's creation time and id, a thing's name), so a token stays
-// good when the rows of the page before it are deleted.
+// value (the creation time and id of a tunnel or an account, a thing's
+// name), so a token stays good when the rows of the page before it are
+// deleted.
 
 // nextTokenPattern is the model's NextToken pattern; its 4096 limit is
 // checked apart, past Go's regexp repeat limit.
@@ -77,13 +78,14 @@ func (c cursors) decode(kind, token string) ([]byte, bool) {
 	return pos, true
 }
 
-// encodeTunnelPosition is a tunnel position as a cursor's bytes: the
-// creation time in Unix nanoseconds (8 bytes, big-endian), then the id.
-func encodeTunnelPosition(p tunnel.Position) []byte {
+// encodePosition is a position as a cursor's bytes: the creation time in
+// Unix nanoseconds (8 bytes, big-endian), then the id.
+func encodePosition(p tunnel.Position) []byte {
 	return append(binary.BigEndian.AppendUint64(nil, uint64(p.CreatedAt.UnixNano())), p.ID...)
 }
 
-func decodeTunnelPosition(b []byte) (tunnel.Position, bool) {
+// decodePosition reads encodePosition's bytes; validID checks the id.
+func decodePosition(b []byte, validID func(string) bool) (tunnel.Position, bool) {
 	if len(b) <= 8 {
 		return tunnel.Position{}, false
 	}
@@ -91,5 +93,5 @@ func decodeTunnelPosition(b []byte) (tunnel.Position, bool) {
 		CreatedAt: time.Unix(0, int64(binary.BigEndian.Uint64(b[:8]))).UTC(),
 		ID:        string(b[8:]),
 	}
-	return p, tunnel.ValidTunnelID(p.ID)
+	return p, validID(p.ID)
 }

@@ -19,12 +19,12 @@ import (
 func TestCursorRoundTrip(t *testing.T) {
 	c := newCursors(testCursorKey)
 	pos := tunnel.Position{CreatedAt: time.Unix(1795770000, 123456789).UTC(), ID: "b2de92a3-b8ff-46c0-b0f2-afa28b00cecd"}
-	tok := c.encode("tunnel", encodeTunnelPosition(pos))
+	tok := c.encode("tunnel", encodePosition(pos))
 	if !nextTokenPattern.MatchString(tok) || len(tok) > maxNextToken {
 		t.Fatalf("token %q does not fit the model's NextToken", tok)
 	}
 	b, ok := c.decode("tunnel", tok)
-	got, okPos := decodeTunnelPosition(b)
+	got, okPos := decodePosition(b, tunnel.ValidTunnelID)
 	if !ok || !okPos || got != pos {
 		t.Fatalf("decoded %v (%v %v), want %v", got, ok, okPos, pos)
 	}
@@ -36,7 +36,7 @@ func TestCursorRoundTrip(t *testing.T) {
 
 func TestCursorTamperRefused(t *testing.T) {
 	c := newCursors(testCursorKey)
-	pos := encodeTunnelPosition(tunnel.Position{CreatedAt: time.Unix(1795770000, 0), ID: "b2de92a3-b8ff-46c0-b0f2-afa28b00cecd"})
+	pos := encodePosition(tunnel.Position{CreatedAt: time.Unix(1795770000, 0), ID: "b2de92a3-b8ff-46c0-b0f2-afa28b00cecd"})
 	tok := c.encode("tunnel", pos)
 	raw, _ := base64.RawURLEncoding.DecodeString(tok)
 	bad := map[string]string{
@@ -186,7 +186,7 @@ func TestListThingsCleanupLoop(t *testing.T) {
 // accepted was made with the key, so it encodes back to the same token.
 func FuzzCursorDecode(f *testing.F) {
 	c := newCursors(testCursorKey)
-	pos := encodeTunnelPosition(tunnel.Position{CreatedAt: time.Unix(1795770000, 5), ID: "b2de92a3-b8ff-46c0-b0f2-afa28b00cecd"})
+	pos := encodePosition(tunnel.Position{CreatedAt: time.Unix(1795770000, 5), ID: "b2de92a3-b8ff-46c0-b0f2-afa28b00cecd"})
 	f.Add(c.encode("tunnel", pos))
 	f.Add(c.encode("thing", []byte("robot-1")))
 	f.Add("")
@@ -201,7 +201,7 @@ func FuzzCursorDecode(f *testing.F) {
 				t.Fatalf("accepted %q, which encodes back as %q", tok, again)
 			}
 			if kind == "tunnel" {
-				decodeTunnelPosition(b)
+				decodePosition(b, tunnel.ValidTunnelID)
 			}
 		}
 	})

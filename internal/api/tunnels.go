@@ -257,7 +257,7 @@ func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
 	out.TunnelSummaries = []tunnelSummary{}
 	if len(ts) > limit {
 		ts = ts[:limit]
-		out.NextToken = a.cursors.encode("tunnel", encodeTunnelPosition(tunnel.PositionAfter(ts[limit-1])))
+		out.NextToken = a.cursors.encode("tunnel", encodePosition(tunnel.PositionAfter(ts[limit-1])))
 	}
 	for _, t := range ts {
 		if t, err = a.expire(ctx, t); err != nil {
@@ -278,7 +278,7 @@ func (a *API) tunnelsCursor(token *string) (tunnel.Position, error) {
 		return tunnel.Position{}, nil
 	}
 	b, ok := a.cursors.decode("tunnel", *token)
-	p, okPos := decodeTunnelPosition(b)
+	p, okPos := decodePosition(b, tunnel.ValidTunnelID)
 	if !ok || !okPos {
 		return p, errInvalid("nextToken is not valid: pass the nextToken of a previous ListTunnels response, unchanged")
 	}

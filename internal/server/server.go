@@ -251,7 +251,7 @@ func (s *Server) prepare(ctx context.Context) error {
 // flag), creating it on first start, and (re)writes the credentials file when
 // it is missing.
 func (s *Server) ensureAdmin(ctx context.Context, now time.Time) (tunnel.Account, error) {
-	accts, err := s.store.Accounts(ctx, "", 0)
+	accts, err := s.store.Accounts(ctx, tunnel.Position{}, 0)
 	if err != nil {
 		return tunnel.Account{}, err
 	}

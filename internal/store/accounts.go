@@ -26,16 +26,18 @@ func (s *Store) CreateAccount(ctx context.Context, a tunnel.Account) error {
 }
 
 // Accounts lists up to limit accounts (every one if limit <= 0), oldest
-// first, after the account whose id is after ("" for the first page).
-func (s *Store) Accounts(ctx context.Context, after string, limit int) ([]tunnel.Account, error) {
+// first (by creation time, then id), from the place after
+// (tunnel.Position{} for the first page), which need not be an account that
+// still exists.
+func (s *Store) Accounts(ctx context.Context, after tunnel.Position, limit int) ([]tunnel.Account, error) {
 	q := `SELECT ` + accountColumns + ` FROM accounts`
-	if after != "" {
-		q += ` WHERE (created_at, id) > (SELECT created_at, id FROM accounts WHERE id = ?1)`
+	if !after.IsStart() {
+		q += ` WHERE (created_at, id) > (?1, ?2)`
 	}
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, id LIMIT ?2`, after, limit)
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, id LIMIT ?3`, after.CreatedAt.UnixNano(), after.ID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list accounts: %w", err)
 	}

@@ -50,15 +50,15 @@ func TestAccounts(t *testing.T) {
 		t.Fatalf("unknown account: %v", err)
 	}
 
-	all, err := s.Accounts(ctx, "", 0)
+	all, err := s.Accounts(ctx, tunnel.Position{}, 0)
 	if err != nil || !slices.Equal(all, []tunnel.Account{admin, alice, bob}) {
 		t.Fatalf("Accounts = %+v, %v", all, err)
 	}
-	page, err := s.Accounts(ctx, admin.ID, 1)
+	page, err := s.Accounts(ctx, tunnel.AccountPositionAfter(admin), 1)
 	if err != nil || !slices.Equal(page, []tunnel.Account{alice}) {
 		t.Fatalf("second page = %+v, %v", page, err)
 	}
-	if page, _ := s.Accounts(ctx, bob.ID, 10); len(page) != 0 {
+	if page, _ := s.Accounts(ctx, tunnel.AccountPositionAfter(bob), 10); len(page) != 0 {
 		t.Fatalf("after the last: %+v", page)
 	}
 
