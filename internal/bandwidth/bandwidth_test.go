@@ -50,9 +50,15 @@ func TestWaitersShareTheLimit(t *testing.T) {
 	if total < limit/2 {
 		t.Fatalf("only %d bytes in %.2fs", total, el)
 	}
-	// One waiter may have had the burst to itself before the other came.
-	if d := got[0].Load() - got[1].Load(); d > 8000+limit/5 || d < -8000-limit/5 {
-		t.Fatalf("uneven shares: %d and %d", got[0].Load(), got[1].Load())
+	// Turns alternate, but a waiter may have had the burst to itself
+	// before the other came, and on a loaded machine one may take a few
+	// turns in a row while the other is not yet scheduled: neither may be
+	// starved. (The end-to-end tests measure the shares through real
+	// sockets.)
+	for i := range got {
+		if share := float64(got[i].Load()) / float64(total); share < 0.3 {
+			t.Fatalf("waiter %d got %.0f%% of %d bytes", i, 100*share, total)
+		}
 	}
 }
 
