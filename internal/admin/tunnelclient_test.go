@@ -319,32 +319,3 @@ func TestTunnelEndpointResolution(t *testing.T) {
 		t.Errorf("with AWS_IGNORE_CONFIGURED_ENDPOINT_URLS: %q", got)
 	}
 }
-
-func TestEpochTimeRoundTrip(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want time.Time
-		out  string
-	}{
-		{"1795770000", time.Unix(1795770000, 0), "1795770000"},
-		{"1795770000.123", time.Unix(1795770000, 123e6), "1795770000.123"},
-		{"1795770000.000001", time.Unix(1795770000, 1000), "1795770000.000001"},
-		{"1.795770000123E9", time.Unix(1795770000, 123e6), "1795770000.123"},
-	} {
-		var e epochTime
-		if err := json.Unmarshal([]byte(tc.in), &e); err != nil {
-			t.Fatalf("%s: %v", tc.in, err)
-		}
-		if got := time.Time(e); !got.Equal(tc.want) {
-			t.Errorf("%s decoded as %v, want %v", tc.in, got, tc.want)
-		}
-		b, _ := json.Marshal(e)
-		if string(b) != tc.out {
-			t.Errorf("%s encoded as %s, want %s", tc.in, b, tc.out)
-		}
-	}
-	var e epochTime
-	if err := json.Unmarshal([]byte(`"yesterday"`), &e); err == nil {
-		t.Error("a string decoded as epoch seconds")
-	}
-}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // ListTunnels page sizes (model: MaxResults 1..100).
@@ -38,29 +39,29 @@ type (
 		MaxLifetimeTimeoutMinutes *int `json:"maxLifetimeTimeoutMinutes,omitempty"`
 	}
 	connectionState struct {
-		Status        string    `json:"status"`
-		LastUpdatedAt epochTime `json:"lastUpdatedAt"`
+		Status        string              `json:"status"`
+		LastUpdatedAt tunnelapi.EpochTime `json:"lastUpdatedAt"`
 	}
 	tunnelDescription struct {
-		TunnelID                   string             `json:"tunnelId"`
-		TunnelARN                  string             `json:"tunnelArn"`
-		Status                     tunnel.Status      `json:"status"`
-		SourceConnectionState      connectionState    `json:"sourceConnectionState"`
-		DestinationConnectionState connectionState    `json:"destinationConnectionState"`
-		Description                string             `json:"description,omitempty"`
-		DestinationConfig          *destinationConfig `json:"destinationConfig,omitempty"`
-		TimeoutConfig              timeoutConfig      `json:"timeoutConfig"`
-		Tags                       []tunnel.Tag       `json:"tags,omitempty"`
-		CreatedAt                  epochTime          `json:"createdAt"`
-		LastUpdatedAt              epochTime          `json:"lastUpdatedAt"`
+		TunnelID                   string              `json:"tunnelId"`
+		TunnelARN                  string              `json:"tunnelArn"`
+		Status                     tunnel.Status       `json:"status"`
+		SourceConnectionState      connectionState     `json:"sourceConnectionState"`
+		DestinationConnectionState connectionState     `json:"destinationConnectionState"`
+		Description                string              `json:"description,omitempty"`
+		DestinationConfig          *destinationConfig  `json:"destinationConfig,omitempty"`
+		TimeoutConfig              timeoutConfig       `json:"timeoutConfig"`
+		Tags                       []tunnel.Tag        `json:"tags,omitempty"`
+		CreatedAt                  tunnelapi.EpochTime `json:"createdAt"`
+		LastUpdatedAt              tunnelapi.EpochTime `json:"lastUpdatedAt"`
 	}
 	tunnelSummary struct {
-		TunnelID      string        `json:"tunnelId"`
-		TunnelARN     string        `json:"tunnelArn"`
-		Status        tunnel.Status `json:"status"`
-		Description   string        `json:"description,omitempty"`
-		CreatedAt     epochTime     `json:"createdAt"`
-		LastUpdatedAt epochTime     `json:"lastUpdatedAt"`
+		TunnelID      string              `json:"tunnelId"`
+		TunnelARN     string              `json:"tunnelArn"`
+		Status        tunnel.Status       `json:"status"`
+		Description   string              `json:"description,omitempty"`
+		CreatedAt     tunnelapi.EpochTime `json:"createdAt"`
+		LastUpdatedAt tunnelapi.EpochTime `json:"lastUpdatedAt"`
 	}
 )
 
