@@ -1,14 +1,18 @@
 package admin
 
-import "context"
+import (
+	"context"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
+)
 
 // RotateTunnelAccessTokenInput is the input of RotateTunnelAccessToken.
 // ClientMode is SOURCE, DESTINATION or ALL; DestinationConfig may only come
 // with the destination's token.
 type RotateTunnelAccessTokenInput struct {
-	TunnelID          string             `json:"tunnelId"`
-	ClientMode        string             `json:"clientMode"`
-	DestinationConfig *DestinationConfig `json:"destinationConfig,omitempty"`
+	TunnelID          string                       `json:"tunnelId"`
+	ClientMode        string                       `json:"clientMode"`
+	DestinationConfig *tunnelapi.DestinationConfig `json:"destinationConfig,omitempty"`
 }
 
 // RotateTunnelAccessTokenOutput is the output of RotateTunnelAccessToken:

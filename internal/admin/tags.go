@@ -2,6 +2,8 @@ package admin
 
 import (
 	"context"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // Tags of tunnels, by ARN: warren tag-resource, untag-resource and
@@ -10,8 +12,8 @@ import (
 
 // TagResourceInput is the input of TagResource.
 type TagResourceInput struct {
-	ResourceArn string `json:"resourceArn"`
-	Tags        []Tag  `json:"tags"`
+	ResourceArn string          `json:"resourceArn"`
+	Tags        []tunnelapi.Tag `json:"tags"`
 }
 
 // TagResourceOutput is the (empty) output of TagResource.
@@ -33,7 +35,7 @@ type ListTagsForResourceInput struct {
 
 // ListTagsForResourceOutput is the output of ListTagsForResource.
 type ListTagsForResourceOutput struct {
-	Tags []Tag `json:"tags,omitzero"`
+	Tags []tunnelapi.Tag `json:"tags,omitzero"`
 }
 
 // TagResource adds tags to a resource, replacing the values of keys it

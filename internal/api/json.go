@@ -56,7 +56,13 @@ func decodeJSON(body []byte, v any) error {
 // epochTime is t as AWS JSON 1.1 writes it: seconds since the epoch, as a
 // number with millisecond precision.
 func epochTime(t time.Time) tunnelapi.EpochTime {
-	return tunnelapi.EpochTime(time.UnixMilli(t.UnixMilli()))
+	return tunnelapi.EpochTime(*millis(t))
+}
+
+// millis is t to the millisecond, the precision of the API's timestamps.
+func millis(t time.Time) *time.Time {
+	m := time.UnixMilli(t.UnixMilli())
+	return &m
 }
 
 // required names a missing required member.

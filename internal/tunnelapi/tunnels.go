@@ -1,16 +1,14 @@
-package admin
+package tunnelapi
 
 import (
 	"encoding/json"
 	"time"
-
-	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // The request and response shapes of the IoT Secure Tunneling API
 // (2018-10-05), with the API's JSON member names. Fields are declared in the
-// model's member order, so the CLI output lists them in the order the AWS CLI
-// does. Timestamps are *time.Time in Go and epoch seconds on the wire.
+// model's member order, so warren's CLI output lists them in the order the
+// AWS CLI does. Timestamps are *time.Time in Go and epoch seconds on the wire.
 
 // TunnelStatus is the state of a tunnel.
 type TunnelStatus string
@@ -136,8 +134,8 @@ func (c ConnectionState) MarshalJSON() ([]byte, error) {
 	type plain ConnectionState
 	return json.Marshal(struct {
 		plain
-		LastUpdatedAt *tunnelapi.EpochTime `json:"lastUpdatedAt,omitempty"`
-	}{plain(c), tunnelapi.NewEpoch(c.LastUpdatedAt)})
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt,omitempty"`
+	}{plain(c), NewEpoch(c.LastUpdatedAt)})
 }
 
 // UnmarshalJSON reads the wire form, timestamps as epoch seconds.
@@ -145,7 +143,7 @@ func (c *ConnectionState) UnmarshalJSON(b []byte) error {
 	type plain ConnectionState
 	aux := struct {
 		*plain
-		LastUpdatedAt *tunnelapi.EpochTime `json:"lastUpdatedAt"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt"`
 	}{plain: (*plain)(c)}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
@@ -159,9 +157,9 @@ func (t Tunnel) MarshalJSON() ([]byte, error) {
 	type plain Tunnel
 	return json.Marshal(struct {
 		plain
-		CreatedAt     *tunnelapi.EpochTime `json:"createdAt,omitempty"`
-		LastUpdatedAt *tunnelapi.EpochTime `json:"lastUpdatedAt,omitempty"`
-	}{plain(t), tunnelapi.NewEpoch(t.CreatedAt), tunnelapi.NewEpoch(t.LastUpdatedAt)})
+		CreatedAt     *EpochTime `json:"createdAt,omitempty"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt,omitempty"`
+	}{plain(t), NewEpoch(t.CreatedAt), NewEpoch(t.LastUpdatedAt)})
 }
 
 // UnmarshalJSON reads the wire form, timestamps as epoch seconds.
@@ -169,8 +167,8 @@ func (t *Tunnel) UnmarshalJSON(b []byte) error {
 	type plain Tunnel
 	aux := struct {
 		*plain
-		CreatedAt     *tunnelapi.EpochTime `json:"createdAt"`
-		LastUpdatedAt *tunnelapi.EpochTime `json:"lastUpdatedAt"`
+		CreatedAt     *EpochTime `json:"createdAt"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt"`
 	}{plain: (*plain)(t)}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
@@ -184,9 +182,9 @@ func (s TunnelSummary) MarshalJSON() ([]byte, error) {
 	type plain TunnelSummary
 	return json.Marshal(struct {
 		plain
-		CreatedAt     *tunnelapi.EpochTime `json:"createdAt,omitempty"`
-		LastUpdatedAt *tunnelapi.EpochTime `json:"lastUpdatedAt,omitempty"`
-	}{plain(s), tunnelapi.NewEpoch(s.CreatedAt), tunnelapi.NewEpoch(s.LastUpdatedAt)})
+		CreatedAt     *EpochTime `json:"createdAt,omitempty"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt,omitempty"`
+	}{plain(s), NewEpoch(s.CreatedAt), NewEpoch(s.LastUpdatedAt)})
 }
 
 // UnmarshalJSON reads the wire form, timestamps as epoch seconds.
@@ -194,8 +192,8 @@ func (s *TunnelSummary) UnmarshalJSON(b []byte) error {
 	type plain TunnelSummary
 	aux := struct {
 		*plain
-		CreatedAt     *tunnelapi.EpochTime `json:"createdAt"`
-		LastUpdatedAt *tunnelapi.EpochTime `json:"lastUpdatedAt"`
+		CreatedAt     *EpochTime `json:"createdAt"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt"`
 	}{plain: (*plain)(s)}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
