@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // Warren's account administration service: AWS JSON 1.1 with X-Amz-Target
@@ -148,12 +150,12 @@ func (s *AccountSummary) UnmarshalJSON(b []byte) error {
 	type plain AccountSummary
 	aux := struct {
 		*plain
-		CreatedAt *epochTime `json:"createdAt"`
+		CreatedAt *tunnelapi.EpochTime `json:"createdAt"`
 	}{plain: (*plain)(s)}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
 	}
-	s.CreatedAt = aux.CreatedAt.time()
+	s.CreatedAt = aux.CreatedAt.Time()
 	return nil
 }
 
@@ -162,11 +164,11 @@ func (d *DescribeAccountOutput) UnmarshalJSON(b []byte) error {
 	type plain DescribeAccountOutput
 	aux := struct {
 		*plain
-		CreatedAt *epochTime `json:"createdAt"`
+		CreatedAt *tunnelapi.EpochTime `json:"createdAt"`
 	}{plain: (*plain)(d)}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
 	}
-	d.CreatedAt = aux.CreatedAt.time()
+	d.CreatedAt = aux.CreatedAt.Time()
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 
 	"github.com/warrentunnel/warren/internal/server"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // accountsAPI answers the account operations with fixed JSON.
@@ -264,7 +266,7 @@ func TestAccountsAgainstServer(t *testing.T) {
 	if _, err := iot.NewFromConfig(cfg).CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("alices-robot")}); err != nil {
 		t.Fatalf("CreateThing with alice's profile: %v", err)
 	}
-	var opened OpenTunnelOutput
+	var opened tunnelapi.OpenTunnelOutput
 	decode(mustRun(t, "open-tunnel", "--profile", "alice", "--destination-config", "thingName=alices-robot,services=SSH"), &opened)
 	if !strings.Contains(opened.TunnelArn, ":"+alice.AccountID+":") {
 		t.Fatalf("alice's tunnel %s", opened.TunnelArn)

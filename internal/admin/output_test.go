@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"testing"
 	"time"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 func TestWriteOutput(t *testing.T) {
@@ -54,9 +56,9 @@ func TestWriteOutput(t *testing.T) {
     ]
 }
 `},
-		{"empty response prints nothing", &CloseTunnelOutput{}, ""},
+		{"empty response prints nothing", &tunnelapi.CloseTunnelOutput{}, ""},
 		{"nil prints nothing", nil, ""},
-		{"all members absent prints nothing", &OpenTunnelOutput{}, ""},
+		{"all members absent prints nothing", &tunnelapi.OpenTunnelOutput{}, ""},
 	}
 	for _, tt := range tests {
 		var buf bytes.Buffer

@@ -1,28 +1,15 @@
 package admin
 
-import "context"
+import (
+	"context"
 
-// RotateTunnelAccessTokenInput is the input of RotateTunnelAccessToken.
-// ClientMode is SOURCE, DESTINATION or ALL; DestinationConfig may only come
-// with the destination's token.
-type RotateTunnelAccessTokenInput struct {
-	TunnelID          string             `json:"tunnelId"`
-	ClientMode        string             `json:"clientMode"`
-	DestinationConfig *DestinationConfig `json:"destinationConfig,omitempty"`
-}
-
-// RotateTunnelAccessTokenOutput is the output of RotateTunnelAccessToken:
-// only the rotated sides' tokens are set.
-type RotateTunnelAccessTokenOutput struct {
-	TunnelArn              string `json:"tunnelArn,omitempty"`
-	SourceAccessToken      string `json:"sourceAccessToken,omitempty"`
-	DestinationAccessToken string `json:"destinationAccessToken,omitempty"`
-}
+	"github.com/warrentunnel/warren/internal/tunnelapi"
+)
 
 // RotateTunnelAccessToken replaces a tunnel's access tokens; local proxies
 // connected with the old ones are disconnected.
-func (c *TunnelClient) RotateTunnelAccessToken(ctx context.Context, in *RotateTunnelAccessTokenInput) (*RotateTunnelAccessTokenOutput, error) {
-	out := new(RotateTunnelAccessTokenOutput)
+func (c *TunnelClient) RotateTunnelAccessToken(ctx context.Context, in *tunnelapi.RotateTunnelAccessTokenInput) (*tunnelapi.RotateTunnelAccessTokenOutput, error) {
+	out := new(tunnelapi.RotateTunnelAccessTokenOutput)
 	return out, c.call(ctx, "RotateTunnelAccessToken", orEmpty(in), out)
 }
 
@@ -38,7 +25,7 @@ var rotateTunnelAccessTokenCmd = &command{
 			help:   "A new destination config, with DESTINATION or ALL only; required where the tunnel was opened without one."},
 	},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		in := &RotateTunnelAccessTokenInput{TunnelID: a.str("tunnel-id"), ClientMode: a.str("client-mode")}
+		in := &tunnelapi.RotateTunnelAccessTokenInput{TunnelID: a.str("tunnel-id"), ClientMode: a.str("client-mode")}
 		if v, ok := a["destination-config"]; ok {
 			if err := decodeInto(v, &in.DestinationConfig); err != nil {
 				return nil, &paramError{msg: "Error parsing parameter '--destination-config': " + err.Error()}

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 func int32p(n int32) *int32 { return &n }
@@ -19,25 +21,25 @@ func TestStructuredParams(t *testing.T) {
 		fresh func() any
 	}{
 		{"destination shorthand csv", openTunnelParam("destination-config"), []string{"thingName=t1,services=HTTP,SSH"},
-			&DestinationConfig{ThingName: "t1", Services: []string{"HTTP", "SSH"}}, newDest},
+			&tunnelapi.DestinationConfig{ThingName: "t1", Services: []string{"HTTP", "SSH"}}, newDest},
 		{"destination shorthand explicit list", openTunnelParam("destination-config"), []string{"thingName=t1,services=[HTTP,SSH]"},
-			&DestinationConfig{ThingName: "t1", Services: []string{"HTTP", "SSH"}}, newDest},
+			&tunnelapi.DestinationConfig{ThingName: "t1", Services: []string{"HTTP", "SSH"}}, newDest},
 		{"destination shorthand single service", openTunnelParam("destination-config"), []string{"services=SSH"},
-			&DestinationConfig{Services: []string{"SSH"}}, newDest},
+			&tunnelapi.DestinationConfig{Services: []string{"SSH"}}, newDest},
 		{"destination JSON", openTunnelParam("destination-config"), []string{` {"thingName":"t1","services":["SSH"]}`},
-			&DestinationConfig{ThingName: "t1", Services: []string{"SSH"}}, newDest},
+			&tunnelapi.DestinationConfig{ThingName: "t1", Services: []string{"SSH"}}, newDest},
 		{"timeout shorthand", openTunnelParam("timeout-config"), []string{"maxLifetimeTimeoutMinutes=30"},
-			&TimeoutConfig{MaxLifetimeTimeoutMinutes: int32p(30)}, newTimeout},
+			&tunnelapi.TimeoutConfig{MaxLifetimeTimeoutMinutes: int32p(30)}, newTimeout},
 		{"timeout JSON", openTunnelParam("timeout-config"), []string{`{"maxLifetimeTimeoutMinutes": 720}`},
-			&TimeoutConfig{MaxLifetimeTimeoutMinutes: int32p(720)}, newTimeout},
+			&tunnelapi.TimeoutConfig{MaxLifetimeTimeoutMinutes: int32p(720)}, newTimeout},
 		{"tags shorthand, CLI names", openTunnelParam("tags"), []string{"key=a,value=b", "key=c,value="},
-			&[]Tag{{"a", "b"}, {"c", ""}}, newTags},
+			&[]tunnelapi.Tag{{Key: "a", Value: "b"}, {Key: "c", Value: ""}}, newTags},
 		{"tags shorthand, capitalized names", openTunnelParam("tags"), []string{"Key=a,Value=b", "Key=c,Value=d"},
-			&[]Tag{{"a", "b"}, {"c", "d"}}, newTags},
+			&[]tunnelapi.Tag{{Key: "a", Value: "b"}, {Key: "c", Value: "d"}}, newTags},
 		{"tags JSON list", openTunnelParam("tags"), []string{`[{"key":"a","value":"b"},{"Key":"c","Value":"d"}]`},
-			&[]Tag{{"a", "b"}, {"c", "d"}}, newTags},
+			&[]tunnelapi.Tag{{Key: "a", Value: "b"}, {Key: "c", Value: "d"}}, newTags},
 		{"tags one JSON object", openTunnelParam("tags"), []string{`{"key":"a","value":"b"}`},
-			&[]Tag{{"a", "b"}}, newTags},
+			&[]tunnelapi.Tag{{Key: "a", Value: "b"}}, newTags},
 		{"attribute payload shorthand", createThingParam("attribute-payload"), []string{"attributes={color=red,size=2}"},
 			&attributePayloadInput{Attributes: map[string]string{"color": "red", "size": "2"}}, newAttrs},
 		{"attribute payload JSON", createThingParam("attribute-payload"), []string{`{"attributes":{"color":"red"},"merge":true}`},
@@ -60,9 +62,9 @@ func TestStructuredParams(t *testing.T) {
 	}
 }
 
-func newDest() any    { return new(DestinationConfig) }
-func newTimeout() any { return new(TimeoutConfig) }
-func newTags() any    { return new([]Tag) }
+func newDest() any    { return new(tunnelapi.DestinationConfig) }
+func newTimeout() any { return new(tunnelapi.TimeoutConfig) }
+func newTags() any    { return new([]tunnelapi.Tag) }
 func newAttrs() any   { return new(attributePayloadInput) }
 
 func openTunnelParam(name string) param  { return findParam(openTunnelCmd, name) }

@@ -2,56 +2,30 @@ package admin
 
 import (
 	"context"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // Tags of tunnels, by ARN: warren tag-resource, untag-resource and
 // list-tags-for-resource, with the AWS CLI's names, and the client calls
 // behind them.
 
-// TagResourceInput is the input of TagResource.
-type TagResourceInput struct {
-	ResourceArn string `json:"resourceArn"`
-	Tags        []Tag  `json:"tags"`
-}
-
-// TagResourceOutput is the (empty) output of TagResource.
-type TagResourceOutput struct{}
-
-// UntagResourceInput is the input of UntagResource.
-type UntagResourceInput struct {
-	ResourceArn string   `json:"resourceArn"`
-	TagKeys     []string `json:"tagKeys"`
-}
-
-// UntagResourceOutput is the (empty) output of UntagResource.
-type UntagResourceOutput struct{}
-
-// ListTagsForResourceInput is the input of ListTagsForResource.
-type ListTagsForResourceInput struct {
-	ResourceArn string `json:"resourceArn"`
-}
-
-// ListTagsForResourceOutput is the output of ListTagsForResource.
-type ListTagsForResourceOutput struct {
-	Tags []Tag `json:"tags,omitzero"`
-}
-
 // TagResource adds tags to a resource, replacing the values of keys it
 // has already.
-func (c *TunnelClient) TagResource(ctx context.Context, in *TagResourceInput) (*TagResourceOutput, error) {
-	out := new(TagResourceOutput)
+func (c *TunnelClient) TagResource(ctx context.Context, in *tunnelapi.TagResourceInput) (*tunnelapi.TagResourceOutput, error) {
+	out := new(tunnelapi.TagResourceOutput)
 	return out, c.call(ctx, "TagResource", orEmpty(in), out)
 }
 
 // UntagResource removes tags from a resource by key.
-func (c *TunnelClient) UntagResource(ctx context.Context, in *UntagResourceInput) (*UntagResourceOutput, error) {
-	out := new(UntagResourceOutput)
+func (c *TunnelClient) UntagResource(ctx context.Context, in *tunnelapi.UntagResourceInput) (*tunnelapi.UntagResourceOutput, error) {
+	out := new(tunnelapi.UntagResourceOutput)
 	return out, c.call(ctx, "UntagResource", orEmpty(in), out)
 }
 
 // ListTagsForResource returns a resource's tags.
-func (c *TunnelClient) ListTagsForResource(ctx context.Context, in *ListTagsForResourceInput) (*ListTagsForResourceOutput, error) {
-	out := new(ListTagsForResourceOutput)
+func (c *TunnelClient) ListTagsForResource(ctx context.Context, in *tunnelapi.ListTagsForResourceInput) (*tunnelapi.ListTagsForResourceOutput, error) {
+	out := new(tunnelapi.ListTagsForResourceOutput)
 	return out, c.call(ctx, "ListTagsForResource", orEmpty(in), out)
 }
 
@@ -67,7 +41,7 @@ var tagResourceCmd = &command{
 			syntax: "key=string,value=string ... | JSON", help: "The tags to add (Key=/Value= also accepted)."},
 	},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		in := &TagResourceInput{ResourceArn: a.str("resource-arn")}
+		in := &tunnelapi.TagResourceInput{ResourceArn: a.str("resource-arn")}
 		if err := decodeInto(a["tags"], &in.Tags); err != nil {
 			return nil, &paramError{msg: "Error parsing parameter '--tags': " + err.Error()}
 		}
@@ -85,7 +59,7 @@ var untagResourceCmd = &command{
 	},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
 		keys, _ := a["tag-keys"].([]string)
-		return e.tunnels().UntagResource(ctx, &UntagResourceInput{ResourceArn: a.str("resource-arn"), TagKeys: keys})
+		return e.tunnels().UntagResource(ctx, &tunnelapi.UntagResourceInput{ResourceArn: a.str("resource-arn"), TagKeys: keys})
 	},
 }
 
@@ -94,6 +68,6 @@ var listTagsForResourceCmd = &command{
 	summary: "Lists a tunnel's tags (IoT Secure Tunneling ListTagsForResource).",
 	params:  []param{resourceARNParam},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		return e.tunnels().ListTagsForResource(ctx, &ListTagsForResourceInput{ResourceArn: a.str("resource-arn")})
+		return e.tunnels().ListTagsForResource(ctx, &tunnelapi.ListTagsForResourceInput{ResourceArn: a.str("resource-arn")})
 	},
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // The IoT Secure Tunneling service's identity in the AWS model: the SDK ID
@@ -38,26 +40,26 @@ func NewTunnelClient(cfg aws.Config, optFns ...func(*ClientOptions)) *TunnelClie
 }
 
 // OpenTunnel creates a tunnel and returns its access tokens.
-func (c *TunnelClient) OpenTunnel(ctx context.Context, in *OpenTunnelInput) (*OpenTunnelOutput, error) {
-	out := new(OpenTunnelOutput)
+func (c *TunnelClient) OpenTunnel(ctx context.Context, in *tunnelapi.OpenTunnelInput) (*tunnelapi.OpenTunnelOutput, error) {
+	out := new(tunnelapi.OpenTunnelOutput)
 	return out, c.call(ctx, "OpenTunnel", orEmpty(in), out)
 }
 
 // DescribeTunnel returns a tunnel's description.
-func (c *TunnelClient) DescribeTunnel(ctx context.Context, in *DescribeTunnelInput) (*DescribeTunnelOutput, error) {
-	out := new(DescribeTunnelOutput)
+func (c *TunnelClient) DescribeTunnel(ctx context.Context, in *tunnelapi.DescribeTunnelInput) (*tunnelapi.DescribeTunnelOutput, error) {
+	out := new(tunnelapi.DescribeTunnelOutput)
 	return out, c.call(ctx, "DescribeTunnel", orEmpty(in), out)
 }
 
 // ListTunnels returns one page of tunnel summaries.
-func (c *TunnelClient) ListTunnels(ctx context.Context, in *ListTunnelsInput) (*ListTunnelsOutput, error) {
-	out := new(ListTunnelsOutput)
+func (c *TunnelClient) ListTunnels(ctx context.Context, in *tunnelapi.ListTunnelsInput) (*tunnelapi.ListTunnelsOutput, error) {
+	out := new(tunnelapi.ListTunnelsOutput)
 	return out, c.call(ctx, "ListTunnels", orEmpty(in), out)
 }
 
 // CloseTunnel closes a tunnel, and deletes it when in.Delete is true.
-func (c *TunnelClient) CloseTunnel(ctx context.Context, in *CloseTunnelInput) (*CloseTunnelOutput, error) {
-	out := new(CloseTunnelOutput)
+func (c *TunnelClient) CloseTunnel(ctx context.Context, in *tunnelapi.CloseTunnelInput) (*tunnelapi.CloseTunnelOutput, error) {
+	out := new(tunnelapi.CloseTunnelOutput)
 	return out, c.call(ctx, "CloseTunnel", orEmpty(in), out)
 }
 

@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // fastRetryer is the SDK's standard retryer with the backoff shortened, so
@@ -69,11 +71,11 @@ func TestTunnelClientRequestShape(t *testing.T) {
 	c := NewTunnelClient(testConfig(svc.URL))
 	ctx := context.Background()
 
-	open, err := c.OpenTunnel(ctx, &OpenTunnelInput{
+	open, err := c.OpenTunnel(ctx, &tunnelapi.OpenTunnelInput{
 		Description:       "lab",
-		Tags:              []Tag{{Key: "team", Value: "edge"}},
-		DestinationConfig: &DestinationConfig{ThingName: "dev", Services: []string{"SSH", "HTTP"}},
-		TimeoutConfig:     &TimeoutConfig{MaxLifetimeTimeoutMinutes: int32p(60)},
+		Tags:              []tunnelapi.Tag{{Key: "team", Value: "edge"}},
+		DestinationConfig: &tunnelapi.DestinationConfig{ThingName: "dev", Services: []string{"SSH", "HTTP"}},
+		TimeoutConfig:     &tunnelapi.TimeoutConfig{MaxLifetimeTimeoutMinutes: int32p(60)},
 	})
 	if err != nil {
 		t.Fatalf("OpenTunnel: %v", err)
@@ -81,12 +83,12 @@ func TestTunnelClientRequestShape(t *testing.T) {
 	if open.TunnelID != "t-1" || open.SourceAccessToken != "src" || open.DestinationAccessToken != "dst" {
 		t.Errorf("OpenTunnel = %+v", open)
 	}
-	desc, err := c.DescribeTunnel(ctx, &DescribeTunnelInput{TunnelID: "t-1"})
+	desc, err := c.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: "t-1"})
 	if err != nil {
 		t.Fatalf("DescribeTunnel: %v", err)
 	}
 	tun := desc.Tunnel
-	if tun == nil || tun.Status != TunnelStatusOpen || tun.DestinationConfig.Services[0] != "SSH" ||
+	if tun == nil || tun.Status != tunnelapi.TunnelStatusOpen || tun.DestinationConfig.Services[0] != "SSH" ||
 		*tun.TimeoutConfig.MaxLifetimeTimeoutMinutes != 60 || tun.Tags == nil || len(tun.Tags) != 0 {
 		t.Fatalf("DescribeTunnel = %+v", tun)
 	}
@@ -99,15 +101,15 @@ func TestTunnelClientRequestShape(t *testing.T) {
 	if tun.DestinationConnectionState != nil {
 		t.Errorf("absent destinationConnectionState decoded as %+v", tun.DestinationConnectionState)
 	}
-	list, err := c.ListTunnels(ctx, &ListTunnelsInput{ThingName: "dev", MaxResults: int32p(5), NextToken: "n1"})
+	list, err := c.ListTunnels(ctx, &tunnelapi.ListTunnelsInput{ThingName: "dev", MaxResults: int32p(5), NextToken: "n1"})
 	if err != nil {
 		t.Fatalf("ListTunnels: %v", err)
 	}
-	if len(list.TunnelSummaries) != 1 || list.TunnelSummaries[0].Status != TunnelStatusClosed || list.NextToken != "n2" {
+	if len(list.TunnelSummaries) != 1 || list.TunnelSummaries[0].Status != tunnelapi.TunnelStatusClosed || list.NextToken != "n2" {
 		t.Errorf("ListTunnels = %+v", list)
 	}
 	del := true
-	if _, err := c.CloseTunnel(ctx, &CloseTunnelInput{TunnelID: "t-1", Delete: &del}); err != nil {
+	if _, err := c.CloseTunnel(ctx, &tunnelapi.CloseTunnelInput{TunnelID: "t-1", Delete: &del}); err != nil {
 		t.Fatalf("CloseTunnel: %v", err)
 	}
 
@@ -177,7 +179,7 @@ func TestTunnelClientRetries(t *testing.T) {
 				}
 				return reply{body: `{"tunnel":{"tunnelId":"t-1"}}`}
 			})
-			out, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: "t-1"})
+			out, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(context.Background(), &tunnelapi.DescribeTunnelInput{TunnelID: "t-1"})
 			if err != nil {
 				t.Fatalf("DescribeTunnel: %v", err)
 			}
@@ -207,7 +209,7 @@ func TestTunnelClientGivesUp(t *testing.T) {
 	svc := newFakeService(t, func(recorded, int) reply {
 		return reply{status: 500, body: `{"__type":"InternalFailureException","message":"still broken"}`}
 	})
-	_, err := NewTunnelClient(testConfig(svc.URL)).OpenTunnel(context.Background(), &OpenTunnelInput{})
+	_, err := NewTunnelClient(testConfig(svc.URL)).OpenTunnel(context.Background(), &tunnelapi.OpenTunnelInput{})
 	var maxErr *retry.MaxAttemptsError
 	if !errors.As(err, &maxErr) || maxErr.Attempt != 3 {
 		t.Fatalf("error %v, want MaxAttemptsError after 3 attempts", err)
@@ -244,7 +246,7 @@ func TestTunnelClientErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := newFakeService(t, func(recorded, int) reply { return tt.rep })
-			_, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(context.Background(), &DescribeTunnelInput{TunnelID: "t-9"})
+			_, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(context.Background(), &tunnelapi.DescribeTunnelInput{TunnelID: "t-9"})
 			var apiErr *APIError
 			if !errors.As(err, &apiErr) {
 				t.Fatalf("error %v (%T), want *APIError", err, err)
@@ -268,7 +270,7 @@ func TestTunnelClientCanceled(t *testing.T) {
 	svc := newFakeService(t, func(recorded, int) reply { return reply{status: 500} })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(ctx, &DescribeTunnelInput{TunnelID: "x"})
+	_, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: "x"})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v, want context.Canceled", err)
 	}
@@ -278,7 +280,7 @@ func TestTunnelClientAnonymous(t *testing.T) {
 	svc := newFakeService(t, func(recorded, int) reply { return reply{body: `{}`} })
 	cfg := testConfig(svc.URL)
 	cfg.Credentials = aws.AnonymousCredentials{}
-	if _, err := NewTunnelClient(cfg).CloseTunnel(context.Background(), &CloseTunnelInput{TunnelID: "x"}); err != nil {
+	if _, err := NewTunnelClient(cfg).CloseTunnel(context.Background(), &tunnelapi.CloseTunnelInput{TunnelID: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	if r := svc.recorded()[0]; r.SigErr == nil || !strings.Contains(r.SigErr.Error(), "not SigV4") {
@@ -317,34 +319,5 @@ func TestTunnelEndpointResolution(t *testing.T) {
 	t.Setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
 	if got := NewTunnelClient(load()).Endpoint(); got != "https://api.tunneling.iot.us-west-2.amazonaws.com" {
 		t.Errorf("with AWS_IGNORE_CONFIGURED_ENDPOINT_URLS: %q", got)
-	}
-}
-
-func TestEpochTimeRoundTrip(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want time.Time
-		out  string
-	}{
-		{"1795770000", time.Unix(1795770000, 0), "1795770000"},
-		{"1795770000.123", time.Unix(1795770000, 123e6), "1795770000.123"},
-		{"1795770000.000001", time.Unix(1795770000, 1000), "1795770000.000001"},
-		{"1.795770000123E9", time.Unix(1795770000, 123e6), "1795770000.123"},
-	} {
-		var e epochTime
-		if err := json.Unmarshal([]byte(tc.in), &e); err != nil {
-			t.Fatalf("%s: %v", tc.in, err)
-		}
-		if got := time.Time(e); !got.Equal(tc.want) {
-			t.Errorf("%s decoded as %v, want %v", tc.in, got, tc.want)
-		}
-		b, _ := json.Marshal(e)
-		if string(b) != tc.out {
-			t.Errorf("%s encoded as %s, want %s", tc.in, b, tc.out)
-		}
-	}
-	var e epochTime
-	if err := json.Unmarshal([]byte(`"yesterday"`), &e); err == nil {
-		t.Error("a string decoded as epoch seconds")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // Account administration is Warren's own AWS JSON 1.1 service: X-Amz-Target
@@ -47,25 +48,25 @@ func (a *API) adminOnly(op jsonOp) jsonOp {
 // applies.
 type (
 	accountSummary struct {
-		AccountID      string    `json:"accountId"`
-		AccountName    string    `json:"accountName"`
-		Admin          bool      `json:"admin"`
-		BandwidthLimit *int64    `json:"bandwidthLimit,omitempty"`
-		CreatedAt      epochTime `json:"createdAt"`
+		AccountID      string              `json:"accountId"`
+		AccountName    string              `json:"accountName"`
+		Admin          bool                `json:"admin"`
+		BandwidthLimit *int64              `json:"bandwidthLimit,omitempty"`
+		CreatedAt      tunnelapi.EpochTime `json:"createdAt"`
 	}
 	currentRate struct {
 		SourceToDestination float64 `json:"sourceToDestination"`
 		DestinationToSource float64 `json:"destinationToSource"`
 	}
 	accountDescription struct {
-		AccountID               string      `json:"accountId"`
-		AccountName             string      `json:"accountName"`
-		Admin                   bool        `json:"admin"`
-		CreatedAt               epochTime   `json:"createdAt"`
-		BandwidthLimit          *int64      `json:"bandwidthLimit,omitempty"`
-		EffectiveBandwidthLimit int64       `json:"effectiveBandwidthLimit"`
-		CurrentRate             currentRate `json:"currentRate"`
-		OpenTunnels             int         `json:"openTunnels"`
+		AccountID               string              `json:"accountId"`
+		AccountName             string              `json:"accountName"`
+		Admin                   bool                `json:"admin"`
+		CreatedAt               tunnelapi.EpochTime `json:"createdAt"`
+		BandwidthLimit          *int64              `json:"bandwidthLimit,omitempty"`
+		EffectiveBandwidthLimit int64               `json:"effectiveBandwidthLimit"`
+		CurrentRate             currentRate         `json:"currentRate"`
+		OpenTunnels             int                 `json:"openTunnels"`
 	}
 )
 

@@ -6,8 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
+
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // jsonOp runs one AWS JSON 1.1 operation.
@@ -52,13 +53,16 @@ func decodeJSON(body []byte, v any) error {
 	return nil
 }
 
-// epochTime is a timestamp as AWS JSON 1.1 writes it: seconds since the
-// epoch, as a number with millisecond precision.
-type epochTime time.Time
+// epochTime is t as AWS JSON 1.1 writes it: seconds since the epoch, as a
+// number with millisecond precision.
+func epochTime(t time.Time) tunnelapi.EpochTime {
+	return tunnelapi.EpochTime(*millis(t))
+}
 
-func (t epochTime) MarshalJSON() ([]byte, error) {
-	ms := time.Time(t).UnixMilli()
-	return strconv.AppendFloat(nil, float64(ms)/1000, 'f', -1, 64), nil
+// millis is t to the millisecond, the precision of the API's timestamps.
+func millis(t time.Time) *time.Time {
+	m := time.UnixMilli(t.UnixMilli())
+	return &m
 }
 
 // required names a missing required member.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // clientModes are RotateTunnelAccessToken's clientMode values and the sides
@@ -87,9 +88,6 @@ func (a *API) rotateTunnelAccessToken(ctx context.Context, c *call) (any, error)
 	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel access tokens rotated", slog.String("account", c.account.ID),
 		slog.String("tunnel", id), slog.String("clientMode", *in.ClientMode), slog.Bool("destinationConfig", dest != nil))
 	// Only the rotated sides' tokens, as AWS answers.
-	return struct {
-		TunnelARN              string `json:"tunnelArn"`
-		SourceAccessToken      string `json:"sourceAccessToken,omitempty"`
-		DestinationAccessToken string `json:"destinationAccessToken,omitempty"`
-	}{t.ARN, tok.Source, tok.Destination}, nil
+	return tunnelapi.RotateTunnelAccessTokenOutput{TunnelArn: t.ARN,
+		SourceAccessToken: tok.Source, DestinationAccessToken: tok.Destination}, nil
 }

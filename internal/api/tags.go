@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // tagPattern is the model's pattern for tag keys and values.
@@ -93,7 +94,7 @@ func (a *API) tagResource(ctx context.Context, c *call) (any, error) {
 	if err := validTags(in.Tags); err != nil {
 		return nil, err
 	}
-	return struct{}{}, a.updateTags(ctx, c.account.ID, in.ResourceARN, func(tags []tunnel.Tag) ([]tunnel.Tag, error) {
+	return tunnelapi.TagResourceOutput{}, a.updateTags(ctx, c.account.ID, in.ResourceARN, func(tags []tunnel.Tag) ([]tunnel.Tag, error) {
 		for _, nt := range in.Tags {
 			i := indexTag(tags, nt.Key)
 			if i < 0 {
@@ -128,7 +129,7 @@ func (a *API) untagResource(ctx context.Context, c *call) (any, error) {
 			return nil, err
 		}
 	}
-	return struct{}{}, a.updateTags(ctx, c.account.ID, in.ResourceARN, func(tags []tunnel.Tag) ([]tunnel.Tag, error) {
+	return tunnelapi.UntagResourceOutput{}, a.updateTags(ctx, c.account.ID, in.ResourceARN, func(tags []tunnel.Tag) ([]tunnel.Tag, error) {
 		for _, k := range in.TagKeys {
 			if i := indexTag(tags, k); i >= 0 {
 				tags = append(tags[:i], tags[i+1:]...)
@@ -149,13 +150,11 @@ func (a *API) listTagsForResource(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	tags := t.Tags
-	if tags == nil {
-		tags = []tunnel.Tag{}
+	out := tunnelapi.ListTagsForResourceOutput{Tags: make([]tunnelapi.Tag, 0, len(t.Tags))}
+	for _, tag := range t.Tags {
+		out.Tags = append(out.Tags, tunnelapi.Tag(tag))
 	}
-	return struct {
-		Tags []tunnel.Tag `json:"tags"`
-	}{tags}, nil
+	return out, nil
 }
 
 // updateTags applies fn to the tags of the tunnel arn names.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // ListTunnels page sizes (model: MaxResults 1..100).
@@ -28,7 +29,9 @@ func (a *API) tunnelOps() map[string]jsonOp {
 	}
 }
 
-// Shapes of the IoTSecuredTunneling model.
+// Request shapes of the IoTSecuredTunneling model, with pointers where the
+// server tells a missing member from an empty one; the responses are
+// tunnelapi's.
 type (
 	destinationConfig struct {
 		ThingName *string  `json:"thingName,omitempty"`
@@ -36,31 +39,6 @@ type (
 	}
 	timeoutConfig struct {
 		MaxLifetimeTimeoutMinutes *int `json:"maxLifetimeTimeoutMinutes,omitempty"`
-	}
-	connectionState struct {
-		Status        string    `json:"status"`
-		LastUpdatedAt epochTime `json:"lastUpdatedAt"`
-	}
-	tunnelDescription struct {
-		TunnelID                   string             `json:"tunnelId"`
-		TunnelARN                  string             `json:"tunnelArn"`
-		Status                     tunnel.Status      `json:"status"`
-		SourceConnectionState      connectionState    `json:"sourceConnectionState"`
-		DestinationConnectionState connectionState    `json:"destinationConnectionState"`
-		Description                string             `json:"description,omitempty"`
-		DestinationConfig          *destinationConfig `json:"destinationConfig,omitempty"`
-		TimeoutConfig              timeoutConfig      `json:"timeoutConfig"`
-		Tags                       []tunnel.Tag       `json:"tags,omitempty"`
-		CreatedAt                  epochTime          `json:"createdAt"`
-		LastUpdatedAt              epochTime          `json:"lastUpdatedAt"`
-	}
-	tunnelSummary struct {
-		TunnelID      string        `json:"tunnelId"`
-		TunnelARN     string        `json:"tunnelArn"`
-		Status        tunnel.Status `json:"status"`
-		Description   string        `json:"description,omitempty"`
-		CreatedAt     epochTime     `json:"createdAt"`
-		LastUpdatedAt epochTime     `json:"lastUpdatedAt"`
 	}
 )
 
@@ -102,12 +80,8 @@ func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
 	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel opened", slog.String("account", t.AccountID),
 		slog.String("tunnel", t.ID), slog.String("thing", t.ThingName), slog.Any("services", t.Services))
-	return struct {
-		TunnelID               string `json:"tunnelId"`
-		TunnelARN              string `json:"tunnelArn"`
-		SourceAccessToken      string `json:"sourceAccessToken"`
-		DestinationAccessToken string `json:"destinationAccessToken"`
-	}{t.ID, t.ARN, tok.Source, tok.Destination}, nil
+	return tunnelapi.OpenTunnelOutput{TunnelID: t.ID, TunnelArn: t.ARN,
+		SourceAccessToken: tok.Source, DestinationAccessToken: tok.Destination}, nil
 }
 
 // ownerExists makes sure the account of a tunnel just created was not
@@ -199,7 +173,7 @@ func (a *API) closeTunnel(ctx context.Context, c *call) (any, error) {
 	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel closed", slog.String("account", c.account.ID),
 		slog.String("tunnel", id), slog.Bool("deleted", deleted))
-	return struct{}{}, nil
+	return tunnelapi.CloseTunnelOutput{}, nil
 }
 
 func (a *API) describeTunnel(ctx context.Context, c *call) (any, error) {
@@ -213,9 +187,7 @@ func (a *API) describeTunnel(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return struct {
-		Tunnel tunnelDescription `json:"tunnel"`
-	}{describe(t)}, nil
+	return tunnelapi.DescribeTunnelOutput{Tunnel: describe(t)}, nil
 }
 
 func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
@@ -250,11 +222,7 @@ func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out struct {
-		TunnelSummaries []tunnelSummary `json:"tunnelSummaries"`
-		NextToken       string          `json:"nextToken,omitempty"`
-	}
-	out.TunnelSummaries = []tunnelSummary{}
+	out := tunnelapi.ListTunnelsOutput{TunnelSummaries: []tunnelapi.TunnelSummary{}}
 	if len(ts) > limit {
 		ts = ts[:limit]
 		out.NextToken = a.cursors.encode("tunnel", encodePosition(tunnel.PositionAfter(ts[limit-1])))
@@ -263,9 +231,9 @@ func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
 		if t, err = a.expire(ctx, t); err != nil {
 			return nil, err
 		}
-		out.TunnelSummaries = append(out.TunnelSummaries, tunnelSummary{
-			TunnelID: t.ID, TunnelARN: t.ARN, Status: t.Status, Description: t.Description,
-			CreatedAt: epochTime(t.CreatedAt), LastUpdatedAt: epochTime(t.LastUpdatedAt),
+		out.TunnelSummaries = append(out.TunnelSummaries, tunnelapi.TunnelSummary{
+			TunnelID: t.ID, TunnelArn: t.ARN, Status: tunnelapi.TunnelStatus(t.Status), Description: t.Description,
+			CreatedAt: millis(t.CreatedAt), LastUpdatedAt: millis(t.LastUpdatedAt),
 		})
 	}
 	return out, nil
@@ -331,34 +299,34 @@ func (a *API) expire(ctx context.Context, t tunnel.Tunnel) (tunnel.Tunnel, error
 	return updated, nil
 }
 
-func describe(t tunnel.Tunnel) tunnelDescription {
-	d := tunnelDescription{
+func describe(t tunnel.Tunnel) *tunnelapi.Tunnel {
+	minutes := int32(t.LifetimeMinutes)
+	d := &tunnelapi.Tunnel{
 		TunnelID:                   t.ID,
-		TunnelARN:                  t.ARN,
-		Status:                     t.Status,
+		TunnelArn:                  t.ARN,
+		Status:                     tunnelapi.TunnelStatus(t.Status),
 		SourceConnectionState:      state(t.Source),
 		DestinationConnectionState: state(t.Destination),
 		Description:                t.Description,
-		TimeoutConfig:              timeoutConfig{MaxLifetimeTimeoutMinutes: &t.LifetimeMinutes},
-		Tags:                       t.Tags,
-		CreatedAt:                  epochTime(t.CreatedAt),
-		LastUpdatedAt:              epochTime(t.LastUpdatedAt),
+		TimeoutConfig:              &tunnelapi.TimeoutConfig{MaxLifetimeTimeoutMinutes: &minutes},
+		CreatedAt:                  millis(t.CreatedAt),
+		LastUpdatedAt:              millis(t.LastUpdatedAt),
+	}
+	for _, tag := range t.Tags {
+		d.Tags = append(d.Tags, tunnelapi.Tag(tag))
 	}
 	if len(t.Services) > 0 || t.ThingName != "" {
-		d.DestinationConfig = &destinationConfig{Services: t.Services}
-		if t.ThingName != "" {
-			d.DestinationConfig.ThingName = &t.ThingName
-		}
+		d.DestinationConfig = &tunnelapi.DestinationConfig{ThingName: t.ThingName, Services: t.Services}
 	}
 	return d
 }
 
-func state(s tunnel.Side) connectionState {
-	st := "DISCONNECTED"
+func state(s tunnel.Side) *tunnelapi.ConnectionState {
+	st := tunnelapi.ConnectionStatusDisconnected
 	if s.Connected {
-		st = "CONNECTED"
+		st = tunnelapi.ConnectionStatusConnected
 	}
-	return connectionState{Status: st, LastUpdatedAt: epochTime(s.LastUpdatedAt)}
+	return &tunnelapi.ConnectionState{Status: st, LastUpdatedAt: millis(s.LastUpdatedAt)}
 }
 
 // tunnelID checks a required tunnelId member.

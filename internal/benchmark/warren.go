@@ -25,6 +25,7 @@ import (
 
 	"github.com/warrentunnel/warren/internal/admin"
 	"github.com/warrentunnel/warren/internal/server"
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // benchThing is the thing every tunnel of the bench reaches.
@@ -128,7 +129,7 @@ func startWarren(ctx context.Context, exe, localProxy, dir string, targets map[s
 		if w.dst.exited() || w.src.exited() {
 			return true
 		}
-		d, err := w.tc.DescribeTunnel(ctx, &admin.DescribeTunnelInput{TunnelID: tun.TunnelID})
+		d, err := w.tc.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: tun.TunnelID})
 		return err == nil && connected(d.Tunnel.SourceConnectionState) && connected(d.Tunnel.DestinationConnectionState)
 	})
 	for _, c := range []*child{w.dst, w.src} {
@@ -149,10 +150,10 @@ func startWarren(ctx context.Context, exe, localProxy, dir string, targets map[s
 	})
 }
 
-func (w *warrenPath) openTunnel(ctx context.Context, services []string) (*admin.OpenTunnelOutput, error) {
-	out, err := w.tc.OpenTunnel(ctx, &admin.OpenTunnelInput{
+func (w *warrenPath) openTunnel(ctx context.Context, services []string) (*tunnelapi.OpenTunnelOutput, error) {
+	out, err := w.tc.OpenTunnel(ctx, &tunnelapi.OpenTunnelInput{
 		Description:       "warren bench",
-		DestinationConfig: &admin.DestinationConfig{ThingName: benchThing, Services: services},
+		DestinationConfig: &tunnelapi.DestinationConfig{ThingName: benchThing, Services: services},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open tunnel: %w", err)
@@ -170,8 +171,8 @@ func (w *warrenPath) stop() {
 	}
 }
 
-func connected(s *admin.ConnectionState) bool {
-	return s != nil && s.Status == admin.ConnectionStatusConnected
+func connected(s *tunnelapi.ConnectionState) bool {
+	return s != nil && s.Status == tunnelapi.ConnectionStatusConnected
 }
 
 // clientConfig is what an admin of the data directory has: the admin

@@ -25,6 +25,7 @@ import (
 	"github.com/warrentunnel/warren/internal/localproxy"
 	"github.com/warrentunnel/warren/internal/proxycli"
 	"github.com/warrentunnel/warren/internal/server"
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // TunnelConfig describes a complete loopback tunnel: a server on a
@@ -103,9 +104,9 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 		return t, fmt.Errorf("create thing: %w", err)
 	}
 	tc := admin.NewTunnelClient(awsCfg)
-	out, err := tc.OpenTunnel(ctx, &admin.OpenTunnelInput{
+	out, err := tc.OpenTunnel(ctx, &tunnelapi.OpenTunnelInput{
 		Description:       "warren demo",
-		DestinationConfig: &admin.DestinationConfig{ThingName: thing, Services: services},
+		DestinationConfig: &tunnelapi.DestinationConfig{ThingName: thing, Services: services},
 	})
 	if err != nil {
 		return t, fmt.Errorf("open tunnel: %w", err)
@@ -166,7 +167,7 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 	// refused; wait until DescribeTunnel shows both sides connected,
 	// asking no faster than the server's default API rate (20/s).
 	for {
-		d, err := tc.DescribeTunnel(ctx, &admin.DescribeTunnelInput{TunnelID: t.ID})
+		d, err := tc.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: t.ID})
 		if err != nil {
 			return t, fmt.Errorf("describe tunnel: %w", err)
 		}
@@ -185,8 +186,8 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 	}
 }
 
-func connected(s *admin.ConnectionState) bool {
-	return s != nil && s.Status == admin.ConnectionStatusConnected
+func connected(s *tunnelapi.ConnectionState) bool {
+	return s != nil && s.Status == tunnelapi.ConnectionStatusConnected
 }
 
 // SetBandwidth sets the tunnel's account's own bandwidth limit with

@@ -1,19 +1,14 @@
-package admin
+package tunnelapi
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
-	"math"
-	"strconv"
-	"strings"
 	"time"
 )
 
 // The request and response shapes of the IoT Secure Tunneling API
 // (2018-10-05), with the API's JSON member names. Fields are declared in the
-// model's member order, so the CLI output lists them in the order the AWS CLI
-// does. Timestamps are *time.Time in Go and epoch seconds on the wire.
+// model's member order, so warren's CLI output lists them in the order the
+// AWS CLI does. Timestamps are *time.Time in Go and epoch seconds on the wire.
 
 // TunnelStatus is the state of a tunnel.
 type TunnelStatus string
@@ -131,82 +126,6 @@ type CloseTunnelInput struct {
 // CloseTunnelOutput is the (empty) output of CloseTunnel.
 type CloseTunnelOutput struct{}
 
-// epochTime carries a timestamp as the JSON protocols send it: a number of
-// seconds since the Unix epoch, with an optional fraction.
-type epochTime time.Time
-
-func newEpoch(t *time.Time) *epochTime {
-	if t == nil {
-		return nil
-	}
-	e := epochTime(*t)
-	return &e
-}
-
-func (e *epochTime) time() *time.Time {
-	if e == nil {
-		return nil
-	}
-	t := time.Time(*e)
-	return &t
-}
-
-// MarshalJSON writes the seconds exactly, trimming trailing zero digits.
-func (e epochTime) MarshalJSON() ([]byte, error) {
-	t := time.Time(e)
-	s := strconv.FormatInt(t.Unix(), 10)
-	if ns := t.Nanosecond(); ns != 0 {
-		s += strings.TrimRight(fmt.Sprintf(".%09d", ns), "0")
-	}
-	return []byte(s), nil
-}
-
-// UnmarshalJSON reads epoch seconds. Plain decimals are parsed exactly, so
-// "1795770000.123" is 123 ms and not the nearest float.
-func (e *epochTime) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if bytes.Equal(b, []byte("null")) {
-		return nil
-	}
-	t, err := parseEpochSeconds(string(b))
-	if err != nil {
-		return err
-	}
-	*e = epochTime(t)
-	return nil
-}
-
-func parseEpochSeconds(s string) (time.Time, error) {
-	if !strings.ContainsAny(s, "eE") {
-		whole, frac, _ := strings.Cut(s, ".")
-		sec, err := strconv.ParseInt(whole, 10, 64)
-		if err == nil && len(frac) <= 9 && allDigits(frac) {
-			ns, _ := strconv.ParseInt((frac + "000000000")[:9], 10, 64)
-			if strings.HasPrefix(whole, "-") {
-				ns = -ns
-			}
-			return time.Unix(sec, ns).UTC(), nil
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-		return time.Time{}, fmt.Errorf("timestamp %q is not epoch seconds", s)
-	}
-	// A float64 near today's epoch is good to about a microsecond; keep no
-	// more than that, as Python's datetime does.
-	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(math.Round(frac*1e6))*1e3).UTC(), nil
-}
-
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // The three shapes with timestamps shadow their time fields with epochTime
 // for the wire; everything else goes through the default encoding.
 
@@ -215,8 +134,8 @@ func (c ConnectionState) MarshalJSON() ([]byte, error) {
 	type plain ConnectionState
 	return json.Marshal(struct {
 		plain
-		LastUpdatedAt *epochTime `json:"lastUpdatedAt,omitempty"`
-	}{plain(c), newEpoch(c.LastUpdatedAt)})
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt,omitempty"`
+	}{plain(c), NewEpoch(c.LastUpdatedAt)})
 }
 
 // UnmarshalJSON reads the wire form, timestamps as epoch seconds.
@@ -224,12 +143,12 @@ func (c *ConnectionState) UnmarshalJSON(b []byte) error {
 	type plain ConnectionState
 	aux := struct {
 		*plain
-		LastUpdatedAt *epochTime `json:"lastUpdatedAt"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt"`
 	}{plain: (*plain)(c)}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
 	}
-	c.LastUpdatedAt = aux.LastUpdatedAt.time()
+	c.LastUpdatedAt = aux.LastUpdatedAt.Time()
 	return nil
 }
 
@@ -238,9 +157,9 @@ func (t Tunnel) MarshalJSON() ([]byte, error) {
 	type plain Tunnel
 	return json.Marshal(struct {
 		plain
-		CreatedAt     *epochTime `json:"createdAt,omitempty"`
-		LastUpdatedAt *epochTime `json:"lastUpdatedAt,omitempty"`
-	}{plain(t), newEpoch(t.CreatedAt), newEpoch(t.LastUpdatedAt)})
+		CreatedAt     *EpochTime `json:"createdAt,omitempty"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt,omitempty"`
+	}{plain(t), NewEpoch(t.CreatedAt), NewEpoch(t.LastUpdatedAt)})
 }
 
 // UnmarshalJSON reads the wire form, timestamps as epoch seconds.
@@ -248,13 +167,13 @@ func (t *Tunnel) UnmarshalJSON(b []byte) error {
 	type plain Tunnel
 	aux := struct {
 		*plain
-		CreatedAt     *epochTime `json:"createdAt"`
-		LastUpdatedAt *epochTime `json:"lastUpdatedAt"`
+		CreatedAt     *EpochTime `json:"createdAt"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt"`
 	}{plain: (*plain)(t)}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
 	}
-	t.CreatedAt, t.LastUpdatedAt = aux.CreatedAt.time(), aux.LastUpdatedAt.time()
+	t.CreatedAt, t.LastUpdatedAt = aux.CreatedAt.Time(), aux.LastUpdatedAt.Time()
 	return nil
 }
 
@@ -263,9 +182,9 @@ func (s TunnelSummary) MarshalJSON() ([]byte, error) {
 	type plain TunnelSummary
 	return json.Marshal(struct {
 		plain
-		CreatedAt     *epochTime `json:"createdAt,omitempty"`
-		LastUpdatedAt *epochTime `json:"lastUpdatedAt,omitempty"`
-	}{plain(s), newEpoch(s.CreatedAt), newEpoch(s.LastUpdatedAt)})
+		CreatedAt     *EpochTime `json:"createdAt,omitempty"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt,omitempty"`
+	}{plain(s), NewEpoch(s.CreatedAt), NewEpoch(s.LastUpdatedAt)})
 }
 
 // UnmarshalJSON reads the wire form, timestamps as epoch seconds.
@@ -273,12 +192,12 @@ func (s *TunnelSummary) UnmarshalJSON(b []byte) error {
 	type plain TunnelSummary
 	aux := struct {
 		*plain
-		CreatedAt     *epochTime `json:"createdAt"`
-		LastUpdatedAt *epochTime `json:"lastUpdatedAt"`
+		CreatedAt     *EpochTime `json:"createdAt"`
+		LastUpdatedAt *EpochTime `json:"lastUpdatedAt"`
 	}{plain: (*plain)(s)}
 	if err := json.Unmarshal(b, &aux); err != nil {
 		return err
 	}
-	s.CreatedAt, s.LastUpdatedAt = aux.CreatedAt.time(), aux.LastUpdatedAt.time()
+	s.CreatedAt, s.LastUpdatedAt = aux.CreatedAt.Time(), aux.LastUpdatedAt.Time()
 	return nil
 }
