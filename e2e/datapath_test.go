@@ -26,66 +26,46 @@ import (
 // closes.
 func bulkDevice(t *testing.T, size int64) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				var cmd [1]byte
-				if _, err := io.ReadFull(c, cmd[:]); err != nil {
+	return tcpDevice(t, func(c *net.TCPConn) {
+		var cmd [1]byte
+		if _, err := io.ReadFull(c, cmd[:]); err != nil {
+			return
+		}
+		switch cmd[0] {
+		case 'D':
+			io.Copy(c, io.LimitReader(&patternReader{}, size))
+		case 'E':
+			io.Copy(c, c)
+		case 'd':
+			var p patternReader
+			buf := make([]byte, 5000)
+			for {
+				p.Read(buf)
+				if _, err := c.Write(buf); err != nil {
 					return
 				}
-				switch cmd[0] {
-				case 'D':
-					io.Copy(c, io.LimitReader(&patternReader{}, size))
-				case 'E':
-					io.Copy(c, c)
-				case 'd':
-					var p patternReader
-					buf := make([]byte, 5000)
-					for {
-						p.Read(buf)
-						if _, err := c.Write(buf); err != nil {
-							return
-						}
-						time.Sleep(50 * time.Millisecond)
-					}
-				case 'U', 's':
-					var n int64
-					buf := make([]byte, 64<<10)
-					slowUntil := time.Now().Add(8 * time.Second)
-					for {
-						if cmd[0] == 's' && time.Now().Before(slowUntil) {
-							time.Sleep(20 * time.Millisecond)
-							buf = buf[:4<<10]
-						} else {
-							buf = buf[:cap(buf)]
-						}
-						m, err := c.Read(buf)
-						n += int64(m)
-						if err != nil {
-							break
-						}
-					}
-					binary.Write(c, binary.BigEndian, n)
+				time.Sleep(50 * time.Millisecond)
+			}
+		case 'U', 's':
+			var n int64
+			buf := make([]byte, 64<<10)
+			slowUntil := time.Now().Add(8 * time.Second)
+			for {
+				if cmd[0] == 's' && time.Now().Before(slowUntil) {
+					time.Sleep(20 * time.Millisecond)
+					buf = buf[:4<<10]
+				} else {
+					buf = buf[:cap(buf)]
 				}
-			}()
+				m, err := c.Read(buf)
+				n += int64(m)
+				if err != nil {
+					break
+				}
+			}
+			binary.Write(c, binary.BigEndian, n)
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // patternReader yields byte i = i mod 251 of an endless stream.

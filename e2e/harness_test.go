@@ -304,8 +304,9 @@ func httpDevice(t *testing.T, body string) string {
 	return ln.Addr().String()
 }
 
-// echoDevice is a TCP echo server that echoes until the client half-closes.
-func echoDevice(t *testing.T) string {
+// tcpDevice serves handle on a loopback listener, one goroutine per
+// connection (closed when handle returns), until the test ends.
+func tcpDevice(t *testing.T, handle func(c *net.TCPConn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -324,13 +325,21 @@ func echoDevice(t *testing.T) string {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				io.Copy(c, bufio.NewReader(c))
-				c.(*net.TCPConn).CloseWrite()
+				handle(c.(*net.TCPConn))
 			}()
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	return ln.Addr().String()
+}
+
+// echoDevice is a TCP echo server that echoes until the client half-closes.
+func echoDevice(t *testing.T) string {
+	t.Helper()
+	return tcpDevice(t, func(c *net.TCPConn) {
+		io.Copy(c, bufio.NewReader(c))
+		c.CloseWrite()
+	})
 }
 
 func httpGet(t *testing.T, url string) string {

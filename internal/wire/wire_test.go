@@ -186,3 +186,23 @@ func BenchmarkUnmarshal(b *testing.B) {
 		}
 	}
 }
+
+// A link credit encodes in 12 bytes and decodes back; a payload of any
+// other length is refused, so a malformed one is ignored, not misread.
+func TestLinkCredit(t *testing.T) {
+	for _, c := range []LinkCredit{{Limit: -1}, {Limit: 24_000, Chunk: 4000}, {Limit: 1 << 50, Chunk: MaxPayload}} {
+		b := c.Encode(nil)
+		got, ok := DecodeLinkCredit(b)
+		if len(b) != LinkCreditSize || !ok || got != c {
+			t.Fatalf("%+v: encoded %x, decoded %+v %v", c, b, got, ok)
+		}
+	}
+	for _, n := range []int{0, 8, 11, 13} {
+		if _, ok := DecodeLinkCredit(make([]byte, n)); ok {
+			t.Fatalf("a %d-byte payload decoded", n)
+		}
+	}
+	if TypeLinkCredit.String() != "LINK_CREDIT" {
+		t.Fatal(TypeLinkCredit.String())
+	}
+}
