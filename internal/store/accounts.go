@@ -131,8 +131,10 @@ func (s *Store) DeleteAccount(ctx context.Context, id string) (openTunnels []str
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return nil, fmt.Errorf("delete account %s's tunnels: %w", id, err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM things WHERE account_id = ?`, id); err != nil {
-		return nil, fmt.Errorf("delete account %s's things: %w", id, err)
+	for _, table := range []string{"things", "thing_principals", "certificates"} {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE account_id = ?`, id); err != nil {
+			return nil, fmt.Errorf("delete account %s's %s: %w", id, table, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("delete account %s: %w", id, err)

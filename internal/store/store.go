@@ -83,6 +83,23 @@ var migrations = []string{
 	// 2: the server's own secrets by name (the key that signs the API's
 	// nextTokens), made once and shared by every server on the database.
 	`CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);`,
+	// 3: device certificates (id: hex SHA-256 of the DER; never a private
+	// key) and the things each is attached to.
+	`CREATE TABLE certificates (
+		id TEXT PRIMARY KEY,
+		account_id TEXT NOT NULL,
+		pem TEXT NOT NULL,
+		status TEXT NOT NULL,
+		created_at INTEGER NOT NULL
+	);
+	CREATE INDEX certificates_by_account ON certificates (account_id, created_at, id);
+	CREATE TABLE thing_principals (
+		account_id TEXT NOT NULL,
+		thing_name TEXT NOT NULL,
+		certificate_id TEXT NOT NULL,
+		PRIMARY KEY (account_id, thing_name, certificate_id)
+	);
+	CREATE INDEX thing_principals_by_certificate ON thing_principals (certificate_id);`,
 }
 
 // migrate creates the schema and applies the migrations a database lacks, in
@@ -175,16 +192,26 @@ func (s *Store) Things(ctx context.Context, accountID, after string, limit int) 
 	return out, rows.Err()
 }
 
-// DeleteThing removes a thing; tunnel.ErrNotFound if there is none.
+// DeleteThing removes a thing and its certificates' attachments to it;
+// tunnel.ErrNotFound if there is none.
 func (s *Store) DeleteThing(ctx context.Context, accountID, name string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM things WHERE account_id = ? AND name = ?`, accountID, name)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("delete thing %s: %w", name, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM things WHERE account_id = ? AND name = ?`, accountID, name)
 	if err != nil {
 		return fmt.Errorf("delete thing %s: %w", name, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return tunnel.ErrNotFound
 	}
-	return nil
+	// Its certificates no longer speak for it.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM thing_principals WHERE account_id = ? AND thing_name = ?`, accountID, name); err != nil {
+		return fmt.Errorf("delete thing %s's principals: %w", name, err)
+	}
+	return tx.Commit()
 }
 
 // CreateTunnel adds a tunnel.
