@@ -65,6 +65,14 @@ type Store interface {
 	// returns the ids of the tunnels that were open.
 	DeleteAccount(ctx context.Context, id string) (openTunnels []string, err error)
 	AccountOpenTunnels(ctx context.Context, accountID string) ([]tunnel.Tunnel, error)
+
+	// Device certificates, and their attachments to things, of an account.
+	CreateCertificate(ctx context.Context, c tunnel.Certificate) error
+	Certificate(ctx context.Context, accountID, id string) (tunnel.Certificate, error)
+	UpdateCertificate(ctx context.Context, accountID, id string, fn func(*tunnel.Certificate) error) (tunnel.Certificate, error)
+	AttachThingPrincipal(ctx context.Context, accountID, thingName, certID string) error
+	DetachThingPrincipal(ctx context.Context, accountID, thingName, certID string) error
+	ThingPrincipals(ctx context.Context, accountID, thingName, after string, limit int) ([]string, error)
 }
 
 // Relay disconnects the peers of a tunnel that was closed, and those of
@@ -108,6 +116,19 @@ type Config struct {
 	// random bytes, kept by the store so that tokens survive a restart);
 	// nil: a random key of this API's own.
 	CursorKey []byte
+
+	// DeviceCA signs CreateKeysAndCertificate's certificates; nil: that
+	// operation is refused.
+	DeviceCA DeviceCA
+	// Notifier is told of every destination access token a tunnel with a
+	// thing gets (OpenTunnel, RotateTunnelAccessToken); nil: no one is.
+	Notifier Notifier
+	// Broker drops the clients of a certificate that stops being ACTIVE;
+	// nil: no embedded broker.
+	Broker CertificateBroker
+	// MQTTEndpoint is DescribeEndpoint's answer (host:port of the MQTT
+	// broker devices use); "": the server has none.
+	MQTTEndpoint string
 }
 
 // API serves the management API. It is safe for concurrent use.
@@ -125,6 +146,11 @@ type API struct {
 	burst      int
 	requests   *ratelimit.Buckets // by account id; nil: no limit
 	cursors    cursors
+
+	deviceCA     DeviceCA
+	notifier     Notifier
+	broker       CertificateBroker
+	mqttEndpoint string
 
 	jsonOps map[string]jsonOp
 }
@@ -145,6 +171,11 @@ func New(cfg Config) *API {
 		burst:      max(cfg.RequestBurst, 1),
 		requests:   ratelimit.New(ratelimit.Config{Rate: cfg.RequestRate, Burst: cfg.RequestBurst}),
 		cursors:    newCursors(cfg.CursorKey),
+
+		deviceCA:     cfg.DeviceCA,
+		notifier:     cfg.Notifier,
+		broker:       cfg.Broker,
+		mqttEndpoint: cfg.MQTTEndpoint,
 	}
 	if a.region == "" {
 		a.region = DefaultRegion

@@ -85,6 +85,7 @@ func (a *API) rotateTunnelAccessToken(ctx context.Context, c *call) (any, error)
 		return nil, err
 	}
 	a.relay.RotateTunnel(id, modes...)
+	a.notifyDestination(ctx, t, tok.Destination)
 	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel access tokens rotated", slog.String("account", c.account.ID),
 		slog.String("tunnel", id), slog.String("clientMode", *in.ClientMode), slog.Bool("destinationConfig", dest != nil))
 	// Only the rotated sides' tokens, as AWS answers.

@@ -29,6 +29,9 @@ var (
 
 // routeREST finds the iot REST operation of r.
 func (a *API) routeREST(r *http.Request) (string, func(context.Context, *call) (any, error)) {
+	if op, h := a.routeCertificates(r); h != nil {
+		return op, h
+	}
 	path := r.URL.Path
 	if path == "/things" || path == "/things/" {
 		if r.Method == http.MethodGet {

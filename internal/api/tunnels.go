@@ -80,6 +80,7 @@ func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
 	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel opened", slog.String("account", t.AccountID),
 		slog.String("tunnel", t.ID), slog.String("thing", t.ThingName), slog.Any("services", t.Services))
+	a.notifyDestination(ctx, t, tok.Destination)
 	return tunnelapi.OpenTunnelOutput{TunnelID: t.ID, TunnelArn: t.ARN,
 		SourceAccessToken: tok.Source, DestinationAccessToken: tok.Destination}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -27,8 +28,9 @@ const (
 
 // ensureCertificates returns the server's TLS certificate from the data
 // directory, generating a CA (once) and a server certificate signed by it
-// (again whenever the existing one does not cover host or is about to expire).
-func ensureCertificates(dir, host string) (tls.Certificate, error) {
+// (again whenever the existing one does not cover every host, those of the
+// HTTPS and the MQTT listeners, or is about to expire).
+func ensureCertificates(dir string, hosts ...string) (tls.Certificate, error) {
 	caCert, caKey, err := loadOrCreateCA(dir)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -38,7 +40,13 @@ func ensureCertificates(dir, host string) (tls.Certificate, error) {
 	}
 	certPath, keyPath := filepath.Join(dir, serverCertFile), filepath.Join(dir, serverKeyFile)
 	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && c.Leaf != nil {
-		if c.Leaf.VerifyHostname(host) == nil && time.Until(c.Leaf.NotAfter) > 30*24*time.Hour {
+		covered := true
+		for _, h := range hosts {
+			if ip := net.ParseIP(h); h != "" && (ip == nil || !ip.IsUnspecified()) {
+				covered = covered && c.Leaf.VerifyHostname(h) == nil
+			}
+		}
+		if covered && time.Until(c.Leaf.NotAfter) > 30*24*time.Hour {
 			return c, nil
 		}
 	}
@@ -59,12 +67,15 @@ func ensureCertificates(dir, host string) (tls.Certificate, error) {
 	if hn, err := os.Hostname(); err == nil && hn != "" {
 		tmpl.DNSNames = append(tmpl.DNSNames, hn)
 	}
-	if host != "" && host != "localhost" {
+	for _, host := range hosts {
+		if host == "" || host == "localhost" {
+			continue
+		}
 		if ip := net.ParseIP(host); ip != nil {
 			if !ip.IsUnspecified() && !ip.IsLoopback() {
 				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 			}
-		} else {
+		} else if !slices.Contains(tmpl.DNSNames, host) {
 			tmpl.DNSNames = append(tmpl.DNSNames, host)
 		}
 	}
@@ -82,15 +93,20 @@ func ensureCertificates(dir, host string) (tls.Certificate, error) {
 }
 
 func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	return loadOrCreateCAFiles(filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile), "Warren local CA")
+}
+
+// loadOrCreateCAFiles loads the CA at certPath and keyPath, creating it
+// (named commonName) when neither exists.
+func loadOrCreateCAFiles(certPath, keyPath, commonName string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
 		key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
 		if !ok {
-			return nil, nil, errors.New("ca-key.pem is not an ECDSA key")
+			return nil, nil, fmt.Errorf("%s is not an ECDSA key", filepath.Base(keyPath))
 		}
 		return pair.Leaf, key, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, fmt.Errorf("load CA from %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("load CA from %s: %w", certPath, err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -98,7 +114,7 @@ func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "Warren local CA", Organization: []string{"Warren"}},
+		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"Warren"}},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().AddDate(10, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,

@@ -1,0 +1,138 @@
+// Package mqttbroker is Warren's embedded MQTT broker (mochi-mqtt): MQTT over
+// TLS with mutual authentication, where a device presents a certificate
+// signed by Warren's device CA, is admitted only while that certificate is
+// ACTIVE in the store, and may publish, subscribe and receive only on the
+// topics of the things its certificate is attached to
+// ($aws/things/<thing>/...). Warren itself publishes in-process (it is a
+// notify.Sender). It owns the broker's listener and its rules, not the
+// certificates (the store and the api package) nor what is published
+// (notify).
+package mqttbroker
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/warrentunnel/warren/internal/tunnel"
+)
+
+// Identities finds a device certificate by id, with the things it is
+// attached to; tunnel.ErrNotFound for one the store does not know.
+type Identities interface {
+	CertificateThings(ctx context.Context, id string) (tunnel.Certificate, []string, error)
+}
+
+// Config configures a broker. Every field but Logger is required.
+type Config struct {
+	Listen     string          // host:port of the MQTT over TLS listener
+	ServerCert tls.Certificate // the broker's certificate (the HTTPS listener's)
+	DeviceCAs  *x509.CertPool  // the CAs that sign device certificates
+	Identities Identities
+	Logger     *slog.Logger
+}
+
+// Broker is a running embedded broker.
+type Broker struct {
+	srv *mqtt.Server
+	tcp *listeners.TCP
+	log *slog.Logger
+}
+
+// listenerID names the one listener in mochi's logs.
+const listenerID = "mqtts"
+
+// Start listens on cfg.Listen and serves until Close.
+func Start(cfg Config) (*Broker, error) {
+	if cfg.Identities == nil || cfg.DeviceCAs == nil {
+		return nil, errors.New("mqttbroker: Identities and DeviceCAs are required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: log})
+	h := &authHook{ids: cfg.Identities, log: log}
+	if err := srv.AddHook(h, nil); err != nil {
+		return nil, err
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: listenerID, Address: cfg.Listen, TLSConfig: &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cfg.ServerCert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    cfg.DeviceCAs,
+	}})
+	if err := srv.AddListener(tcp); err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("MQTT listener %s: %w", cfg.Listen, err)
+	}
+	if err := srv.Serve(); err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return &Broker{srv: srv, tcp: tcp, log: log}, nil
+}
+
+// Addr is the listener's address (host:port).
+func (b *Broker) Addr() string { return b.tcp.Address() }
+
+// Publish publishes a message with QoS 1 to the devices subscribed to topic,
+// through the broker's inline client (no network, no ACL).
+func (b *Broker) Publish(_ context.Context, topic string, payload []byte) error {
+	return b.srv.Publish(topic, payload, false, 1)
+}
+
+// DisconnectCertificate drops every client connected with certificate id at
+// once (its status just left ACTIVE); the authentication hook refuses it
+// from then on.
+func (b *Broker) DisconnectCertificate(id string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Inline || certificateID(cl) != id {
+			continue
+		}
+		b.log.Info("disconnecting an MQTT client whose certificate is no longer active", "client", cl.ID, "certificate", id)
+		_ = b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	}
+}
+
+// Close disconnects every client, stops listening and waits for the
+// clients' goroutines.
+func (b *Broker) Close() error { return b.srv.Close() }
+
+// certificateID is the id (hex SHA-256 of the DER) of the certificate a
+// client presented; "" if it presented none.
+func certificateID(cl *mqtt.Client) string {
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return ""
+	}
+	return CertificateID(certs[0])
+}
+
+// CertificateID is a certificate's id as AWS IoT and Warren give it: the
+// lowercase hex SHA-256 of its DER encoding.
+func CertificateID(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// Host returns the host part of a listen address, for the server
+// certificate's names.
+func Host(listen string) (string, error) {
+	host, _, err := net.SplitHostPort(listen)
+	return host, err
+}
