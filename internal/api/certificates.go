@@ -146,11 +146,11 @@ func (a *API) describeCertificate(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	type description struct {
-		CertificateArn string     `json:"certificateArn"`
-		CertificateID  string     `json:"certificateId"`
-		Status         string     `json:"status"`
-		CertificatePem string     `json:"certificatePem"`
-		OwnedBy        string     `json:"ownedBy"`
+		CertificateArn string              `json:"certificateArn"`
+		CertificateID  string              `json:"certificateId"`
+		Status         string              `json:"status"`
+		CertificatePem string              `json:"certificatePem"`
+		OwnedBy        string              `json:"ownedBy"`
 		CreationDate   tunnelapi.EpochTime `json:"creationDate"`
 	}
 	return struct {
