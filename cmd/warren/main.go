@@ -134,6 +134,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&q.HandshakeFailureBurst, "handshake-failure-burst", q.HandshakeFailureBurst,
 		"failed tunnel handshakes one IP address may make in a burst, before --handshake-failure-rate paces it")
 	cfg.Quotas = &q
+	fs.StringVar(&cfg.MQTT.Listen, "mqtt-listen", "", "address of the embedded MQTT broker (MQTT over TLS, devices authenticate with certificates from create-keys-and-certificate); it notifies devices of their tunnels")
+	fs.StringVar(&cfg.MQTT.URL, "mqtt-url", "", "external MQTT broker to publish tunnel notifications to instead: mqtt://[user:password@]host[:1883] or mqtts://...")
+	fs.StringVar(&cfg.MQTT.Username, "mqtt-username", "", "user name for --mqtt-url")
+	fs.StringVar(&cfg.MQTT.Password, "mqtt-password", "", "password for --mqtt-url (default: $WARREN_MQTT_PASSWORD)")
+	fs.StringVar(&cfg.MQTT.CAFile, "mqtt-ca", "", "PEM CA bundle that verifies an mqtts:// broker (default: the system's roots)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -143,6 +148,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "warren serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if cfg.MQTT.Password == "" {
+		cfg.MQTT.Password = os.Getenv("WARREN_MQTT_PASSWORD")
 	}
 	log, err := newLogger(stderr, *level)
 	if err != nil {

@@ -96,6 +96,8 @@ func (e *env) iot() *iot.Client {
 // commands lists the admin commands in the order the usage shows them.
 var commands = []*command{
 	createThingCmd, describeThingCmd, listThingsCmd, deleteThingCmd,
+	createKeysAndCertificateCmd, describeCertificateCmd, updateCertificateCmd,
+	attachThingPrincipalCmd, detachThingPrincipalCmd, listThingPrincipalsCmd, describeEndpointCmd,
 	openTunnelCmd, describeTunnelCmd, listTunnelsCmd, closeTunnelCmd, rotateTunnelAccessTokenCmd,
 	tagResourceCmd, untagResourceCmd, listTagsForResourceCmd,
 	createAccountCmd, listAccountsCmd, describeAccountCmd, updateAccountCmd, deleteAccountCmd,

@@ -405,6 +405,8 @@ func TestRunOverview(t *testing.T) {
 
 func TestCommands(t *testing.T) {
 	want := []string{"create-thing", "describe-thing", "list-things", "delete-thing",
+		"create-keys-and-certificate", "describe-certificate", "update-certificate",
+		"attach-thing-principal", "detach-thing-principal", "list-thing-principals", "describe-endpoint",
 		"open-tunnel", "describe-tunnel", "list-tunnels", "close-tunnel", "rotate-tunnel-access-token",
 		"tag-resource", "untag-resource", "list-tags-for-resource",
 		"create-account", "list-accounts", "describe-account", "update-account", "delete-account"}

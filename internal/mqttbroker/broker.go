@@ -44,16 +44,18 @@ type Config struct {
 
 // Broker is a running embedded broker.
 type Broker struct {
-	srv *mqtt.Server
-	tcp *listeners.TCP
-	log *slog.Logger
+	srv     *mqtt.Server
+	tcp     *listeners.TCP
+	log     *slog.Logger
+	started bool // set by Start, read by Close (their caller orders them)
 }
 
 // listenerID names the one listener in mochi's logs.
 const listenerID = "mqtts"
 
-// Start listens on cfg.Listen and serves until Close.
-func Start(cfg Config) (*Broker, error) {
+// New builds a broker; Start listens. Publish works before Start (there is
+// nobody to deliver to yet).
+func New(cfg Config) (*Broker, error) {
 	if cfg.Identities == nil || cfg.DeviceCAs == nil {
 		return nil, errors.New("mqttbroker: Identities and DeviceCAs are required")
 	}
@@ -62,8 +64,7 @@ func Start(cfg Config) (*Broker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: log})
-	h := &authHook{ids: cfg.Identities, log: log}
-	if err := srv.AddHook(h, nil); err != nil {
+	if err := srv.AddHook(&authHook{ids: cfg.Identities, log: log}, nil); err != nil {
 		return nil, err
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: listenerID, Address: cfg.Listen, TLSConfig: &tls.Config{
@@ -72,15 +73,16 @@ func Start(cfg Config) (*Broker, error) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    cfg.DeviceCAs,
 	}})
-	if err := srv.AddListener(tcp); err != nil {
-		srv.Close()
-		return nil, fmt.Errorf("MQTT listener %s: %w", cfg.Listen, err)
-	}
-	if err := srv.Serve(); err != nil {
-		srv.Close()
-		return nil, err
-	}
 	return &Broker{srv: srv, tcp: tcp, log: log}, nil
+}
+
+// Start listens on the configured address and serves until Close.
+func (b *Broker) Start() error {
+	if err := b.srv.AddListener(b.tcp); err != nil {
+		return fmt.Errorf("MQTT listener %s: %w", b.tcp.Address(), err)
+	}
+	b.started = true
+	return b.srv.Serve()
 }
 
 // Addr is the listener's address (host:port).
@@ -107,7 +109,12 @@ func (b *Broker) DisconnectCertificate(id string) {
 
 // Close disconnects every client, stops listening and waits for the
 // clients' goroutines.
-func (b *Broker) Close() error { return b.srv.Close() }
+func (b *Broker) Close() error {
+	if !b.started {
+		return nil
+	}
+	return b.srv.Close()
+}
 
 // certificateID is the id (hex SHA-256 of the DER) of the certificate a
 // client presented; "" if it presented none.

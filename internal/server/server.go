@@ -22,6 +22,8 @@ import (
 
 	"github.com/warrentunnel/warren/internal/api"
 	"github.com/warrentunnel/warren/internal/bandwidth"
+	"github.com/warrentunnel/warren/internal/mqttbroker"
+	"github.com/warrentunnel/warren/internal/notify"
 	"github.com/warrentunnel/warren/internal/relay"
 	"github.com/warrentunnel/warren/internal/store"
 	"github.com/warrentunnel/warren/internal/tunnel"
@@ -41,6 +43,22 @@ type Config struct {
 	DefaultBandwidth int64
 	Logger           *slog.Logger
 	Quotas           *Quotas // nil: DefaultQuotas()
+	MQTT             MQTT
+}
+
+// MQTT configures where tunnel notifications go: an embedded broker
+// (Listen), an external one (URL), or nowhere (neither).
+type MQTT struct {
+	// Listen is the embedded broker's MQTT over TLS address; devices
+	// authenticate with certificates of the device CA (device-ca.pem).
+	Listen string
+	// URL of an external broker, mqtt://host[:port] or mqtts://...,
+	// optionally with user:password@; Username and Password win over it.
+	URL                string
+	Username, Password string
+	// CAFile is a PEM bundle that verifies an mqtts:// broker (default: the
+	// system's roots).
+	CAFile string
 }
 
 // Quotas are the limits the server sets per account, per tunnel and per
@@ -125,6 +143,12 @@ type Server struct {
 	admin tunnel.Account
 	wg    sync.WaitGroup
 	err   error
+
+	// Device identities and tunnel notifications (mqtt.go); nil when off.
+	deviceCA *deviceCA
+	broker   *mqttbroker.Broker
+	external *notify.External
+	notifier *notify.Publisher
 }
 
 // Open prepares the data directory (creating the store, certificates and the
@@ -161,6 +185,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: st}
 	if err := s.prepare(ctx); err != nil {
+		s.closeNotifications(ctx)
 		st.Close()
 		return nil, err
 	}
@@ -188,7 +213,7 @@ func (s *Server) prepare(ctx context.Context) error {
 		if s.cfg.TLSCert != "" {
 			cert, err = tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 		} else {
-			cert, err = ensureCertificates(s.cfg.DataDir, host)
+			cert, err = ensureCertificates(s.cfg.DataDir, host, s.mqttHost())
 		}
 		if err != nil {
 			return fmt.Errorf("TLS certificate: %w", err)
@@ -212,6 +237,9 @@ func (s *Server) prepare(ctx context.Context) error {
 		HandshakeFailureRate:  q.HandshakeFailureRate,
 		HandshakeFailureBurst: q.HandshakeFailureBurst,
 	})
+	if err := s.prepareMQTT(); err != nil {
+		return err
+	}
 	// The key that signs the API's nextTokens is the store's, so that a
 	// token survives a restart.
 	cursorKey, err := s.store.Secret(ctx, "api-next-token", api.CursorKeySize)
@@ -230,6 +258,10 @@ func (s *Server) prepare(ctx context.Context) error {
 		RequestRate:    q.APIRate,
 		RequestBurst:   q.APIBurst,
 		CursorKey:      cursorKey,
+		DeviceCA:       s.deviceCA,
+		Notifier:       s.apiNotifier(),
+		Broker:         s.apiBroker(),
+		MQTTEndpoint:   s.mqttEndpoint(),
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/tunnel", s.relay)
@@ -316,6 +348,10 @@ func (s *Server) Start() error {
 		}
 		s.log.Info("admin clients (warren, aws, boto3) find this server with: " + env)
 	}
+	if err := s.startMQTT(); err != nil {
+		ln.Close()
+		return err
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -348,6 +384,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	errs = append(errs, s.relay.Shutdown(ctx))
 	s.wg.Wait()
+	errs = append(errs, s.closeNotifications(ctx))
 	s.bw.Close()
 	errs = append(errs, s.store.Close(), s.err)
 	return errors.Join(errs...)
