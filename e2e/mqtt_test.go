@@ -83,7 +83,7 @@ func dialMQTT(t *testing.T, addr string, tlsCfg *tls.Config, clientID string) (*
 }
 
 func (m *mqttClient) subscribe(topic string) (byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sa, err := m.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}})
 	if sa != nil && len(sa.Reasons) == 1 {
