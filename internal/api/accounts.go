@@ -228,6 +228,12 @@ func (a *API) deleteAccount(ctx context.Context, c *call) (any, error) {
 	if acct.Admin {
 		return nil, errValidation("account %s (%s) is the admin account, which cannot be deleted", acct.ID, acct.Name)
 	}
+	// Its devices' certificates, whose clients the broker drops once the
+	// store has forgotten them.
+	certs, err := a.store.AccountCertificateIDs(ctx, acct.ID)
+	if err != nil {
+		return nil, err
+	}
 	open, err := a.store.DeleteAccount(ctx, acct.ID)
 	if errors.Is(err, tunnel.ErrNotFound) {
 		return nil, errAccountNotFound(acct.ID)
@@ -239,6 +245,11 @@ func (a *API) deleteAccount(ctx context.Context, c *call) (any, error) {
 	// what remains are the peers of its open tunnels.
 	for _, id := range open {
 		a.relay.CloseTunnel(id)
+	}
+	for _, id := range certs {
+		if a.broker != nil {
+			a.broker.DisconnectCertificate(id)
+		}
 	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "account deleted", slog.String("account", acct.ID), slog.String("name", acct.Name),
 		slog.Int("closed_tunnels", len(open)), slog.String("by", c.account.ID))

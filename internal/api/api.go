@@ -73,6 +73,7 @@ type Store interface {
 	AttachThingPrincipal(ctx context.Context, accountID, thingName, certID string) error
 	DetachThingPrincipal(ctx context.Context, accountID, thingName, certID string) error
 	ThingPrincipals(ctx context.Context, accountID, thingName, after string, limit int) ([]string, error)
+	AccountCertificateIDs(ctx context.Context, accountID string) ([]string, error)
 }
 
 // Relay disconnects the peers of a tunnel that was closed, and those of

@@ -141,6 +141,15 @@ func TestDeviceCertificates(t *testing.T) {
 	if _, err := iot.UpdateCertificate(ctx, &iotv2.UpdateCertificateInput{CertificateId: &id, NewStatus: iottypes.CertificateStatusActive}); apiCode(t, err) != "CertificateStateException" {
 		t.Fatalf("reactivating a revoked certificate: %v", err)
 	}
+	// Deleting an account drops its devices' clients too.
+	otherCert, err := other.CreateKeysAndCertificate(ctx, &iotv2.CreateKeysAndCertificateInput{SetAsActive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok(t, f.callAccounts(t, f.admin, "DeleteAccount", `{"accountId":"`+f.other.ID+`"}`), nil)
+	if _, disc := rec.take(); !slices.Equal(disc, []string{awsv2.ToString(otherCert.CertificateId)}) {
+		t.Fatalf("after DeleteAccount the broker was told to disconnect %v", disc)
+	}
 	if _, err := iot.DetachThingPrincipal(ctx, &iotv2.DetachThingPrincipalInput{ThingName: awsv2.String("dev"), Principal: &arn}); err != nil {
 		t.Fatal(err)
 	}

@@ -54,6 +54,15 @@ func (s *Store) principalThings(ctx context.Context, accountID, certID string) (
 	return scanStrings(rows)
 }
 
+// AccountCertificateIDs lists the ids of every certificate of an account.
+func (s *Store) AccountCertificateIDs(ctx context.Context, accountID string) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM certificates WHERE account_id = ? ORDER BY id`, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("certificates of account %s: %w", accountID, err)
+	}
+	return scanStrings(rows)
+}
+
 // UpdateCertificate reads a certificate of an account, applies fn and writes
 // its status back in one transaction. An error from fn aborts the update and
 // is returned as is.
