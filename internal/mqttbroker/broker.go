@@ -63,7 +63,7 @@ func New(cfg Config) (*Broker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: log})
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: capabilities(), Logger: slog.New(quietHandler{log.Handler()})})
 	if err := srv.AddHook(&authHook{ids: cfg.Identities, log: log}, nil); err != nil {
 		return nil, err
 	}
@@ -74,6 +74,21 @@ func New(cfg Config) (*Broker, error) {
 		ClientCAs:    cfg.DeviceCAs,
 	}})
 	return &Broker{srv: srv, tcp: tcp, log: log}, nil
+}
+
+// capabilities bound what one client may hold in the broker, with AWS IoT
+// Core's limits where it has one: 128 KiB packets, 100 QoS 1 messages in
+// flight from a client, sessions kept an hour after their client left.
+func capabilities() *mqtt.Capabilities {
+	c := mqtt.NewDefaultServerCapabilities()
+	c.MaximumClients = 100_000
+	c.MaximumPacketSize = 128 << 10
+	c.ReceiveMaximum = 100
+	c.MaximumInflight = 1024
+	c.MaximumClientWritesPending = 256
+	c.MaximumSessionExpiryInterval = 3600
+	c.MaximumQos = 1 // as AWS IoT Core
+	return c
 }
 
 // Start listens on the configured address and serves until Close.
@@ -142,4 +157,28 @@ func CertificateID(c *x509.Certificate) string {
 func Host(listen string) (string, error) {
 	host, _, err := net.SplitHostPort(listen)
 	return host, err
+}
+
+// quietHandler passes mochi's own log records on at debug level (errors
+// stay errors): it logs every client's end as a warning with no message,
+// where this package logs what matters (refusals, disconnections) itself.
+type quietHandler struct{ slog.Handler }
+
+func (h quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.Handler.Enabled(ctx, demote(l))
+}
+
+func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = demote(r.Level)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler { return quietHandler{h.Handler.WithAttrs(as)} }
+func (h quietHandler) WithGroup(g string) slog.Handler       { return quietHandler{h.Handler.WithGroup(g)} }
+
+func demote(l slog.Level) slog.Level {
+	if l >= slog.LevelError {
+		return l
+	}
+	return slog.LevelDebug
 }
