@@ -173,8 +173,10 @@ func (h quietHandler) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler { return quietHandler{h.Handler.WithAttrs(as)} }
-func (h quietHandler) WithGroup(g string) slog.Handler       { return quietHandler{h.Handler.WithGroup(g)} }
+func (h quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietHandler{h.Handler.WithAttrs(as)}
+}
+func (h quietHandler) WithGroup(g string) slog.Handler { return quietHandler{h.Handler.WithGroup(g)} }
 
 func demote(l slog.Level) slog.Level {
 	if l >= slog.LevelError {
