@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -457,4 +458,116 @@ func TestMQTTBrokerDown(t *testing.T) {
 	if strings.Contains(s.p.output(), "secretpw") {
 		t.Fatal("the server's log holds the broker's password")
 	}
+}
+
+// mosquittoWithPasswords starts a private Mosquitto on a free loopback port
+// that admits only user "warren" with password pw, and returns its address.
+func mosquittoWithPasswords(t *testing.T, pw string) string {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/mosquitto"); serr != nil {
+			t.Fatal("this test runs the mosquitto broker (Debian's mosquitto package, which .ci/run installs): not found")
+		}
+		bin = "/usr/sbin/mosquitto"
+	}
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "passwords")
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pwFile, "warren", pw).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v %s", err, out)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	_, port, _ := net.SplitHostPort(addr)
+	conf := filepath.Join(dir, "mosquitto.conf")
+	cfg := "listener " + port + " 127.0.0.1\nallow_anonymous false\npassword_file " + pwFile + "\npersistence false\n"
+	if os.Geteuid() == 0 {
+		// Started as root, Mosquitto becomes user mosquitto, who cannot
+		// read the test's private directory.
+		cfg += "user root\n"
+	}
+	os.WriteFile(conf, []byte(cfg), 0o600)
+	start(t, "mosquitto", nil, bin, "-c", conf)
+	waitPort(t, mustAtoi(t, port))
+	return addr
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	var n int
+	if _, err := fmt.Sscan(s, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// An external broker that wants credentials gets them from the URL or from
+// --mqtt-username and --mqtt-password; wrong ones are logged, the API call
+// succeeds all the same, and neither the password nor a token is logged.
+func TestMQTTExternalBrokerCredentials(t *testing.T) {
+	const pw = "s3cret-pw"
+	addr := mosquittoWithPasswords(t, pw)
+	sub, err := dialMQTTAuth(t, addr, "warren", pw)
+	if err != nil {
+		t.Fatalf("subscriber with the password: %v", err)
+	}
+	if _, err := dialMQTTAuth(t, addr, "warren", "wrong"); err == nil {
+		t.Fatal("the private Mosquitto admits a wrong password: the test proves nothing")
+	}
+	for _, c := range []struct {
+		name  string
+		flags []string
+	}{
+		{"url", []string{"--mqtt-url", "mqtt://warren:" + pw + "@" + addr}},
+		{"flags", []string{"--mqtt-url", "mqtt://" + addr, "--mqtt-username", "warren", "--mqtt-password", pw}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := startService(t, c.flags...)
+			thing := "Cred-" + c.name
+			if code, err := sub.subscribe(notifyTopic(thing)); err != nil || code != 1 {
+				t.Fatalf("subscribe: %#x %v", code, err)
+			}
+			open := s.openTunnel(t, thing, "SSH")
+			if n := notification(t, sub.next(t, 30*time.Second), thing, "SSH"); n.ClientAccessToken != open.DestinationAccessToken {
+				t.Fatal("wrong token")
+			}
+			checkNoToken(t, s, open.DestinationAccessToken, open.SourceAccessToken, pw)
+		})
+	}
+	t.Run("wrong password", func(t *testing.T) {
+		s := startService(t, "--mqtt-url", "mqtt://"+addr, "--mqtt-username", "warren", "--mqtt-password", "not-"+pw)
+		open := s.openTunnel(t, "CredWrong", "SSH")
+		waitFor(t, 30*time.Second, "the server to log the refused connection", func() bool {
+			return strings.Contains(s.p.output(), "cannot connect to the MQTT broker")
+		})
+		checkNoToken(t, s, open.DestinationAccessToken, open.SourceAccessToken, "not-"+pw)
+	})
+}
+
+// dialMQTTAuth connects to a plain-TCP broker with a user name and password.
+func dialMQTTAuth(t *testing.T, addr, user, pw string) (*mqttClient, error) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	m := &mqttClient{msgs: make(chan *paho.Publish, 16)}
+	m.c = paho.NewClient(paho.ClientConfig{Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			m.msgs <- pr.Packet
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	m.ack, err = m.c.Connect(ctx, &paho.Connect{ClientID: "sub-" + user + fmt.Sprint(time.Now().UnixNano()), KeepAlive: 30, CleanStart: true,
+		UsernameFlag: true, Username: user, PasswordFlag: true, Password: []byte(pw)})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	t.Cleanup(func() {
+		m.c.Disconnect(&paho.Disconnect{})
+		<-m.c.Done()
+	})
+	return m, nil
 }
