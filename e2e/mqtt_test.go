@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -460,9 +461,10 @@ func TestMQTTBrokerDown(t *testing.T) {
 	}
 }
 
-// mosquittoWithPasswords starts a private Mosquitto on a free loopback port
-// that admits only user "warren" with password pw, and returns its address.
-func mosquittoWithPasswords(t *testing.T, pw string) string {
+// mosquittoWithPasswords starts a private Mosquitto that admits only user
+// "warren" with password pw, on two free loopback ports: MQTT, and MQTT over
+// TLS with a certificate of a CA of its own (PEM file caFile).
+func mosquittoWithPasswords(t *testing.T, pw string) (addr, tlsAddr, caFile string) {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -476,10 +478,15 @@ func mosquittoWithPasswords(t *testing.T, pw string) string {
 	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pwFile, "warren", pw).CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_passwd: %v %s", err, out)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	tlsAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	_, port, _ := net.SplitHostPort(addr)
+	_, tlsPort, _ := net.SplitHostPort(tlsAddr)
+	caFile, certFile, keyFile := writeBrokerCerts(t, dir)
 	conf := filepath.Join(dir, "mosquitto.conf")
-	cfg := "listener " + port + " 127.0.0.1\nallow_anonymous false\npassword_file " + pwFile + "\npersistence false\n"
+	cfg := "per_listener_settings false\nallow_anonymous false\npassword_file " + pwFile + "\npersistence false\n" +
+		"listener " + port + " 127.0.0.1\n" +
+		"listener " + tlsPort + " 127.0.0.1\ncertfile " + certFile + "\nkeyfile " + keyFile + "\n"
 	if os.Geteuid() == 0 {
 		// Started as root, Mosquitto becomes user mosquitto, who cannot
 		// read the test's private directory.
@@ -488,7 +495,41 @@ func mosquittoWithPasswords(t *testing.T, pw string) string {
 	os.WriteFile(conf, []byte(cfg), 0o600)
 	start(t, "mosquitto", nil, bin, "-c", conf)
 	waitPort(t, mustAtoi(t, port))
-	return addr
+	waitPort(t, mustAtoi(t, tlsPort))
+	return addr, tlsAddr, caFile
+}
+
+// writeBrokerCerts writes a CA and a server certificate for 127.0.0.1 it
+// signed, with its key, into dir.
+func writeBrokerCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	caFile, certFile, keyFile = filepath.Join(dir, "broker-ca.pem"), filepath.Join(dir, "broker.pem"), filepath.Join(dir, "broker-key.pem")
+	for f, blk := range map[string]*pem.Block{caFile: {Type: "CERTIFICATE", Bytes: caDER}, certFile: {Type: "CERTIFICATE", Bytes: der},
+		keyFile: {Type: "EC PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(f, pem.EncodeToMemory(blk), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return caFile, certFile, keyFile
 }
 
 func mustAtoi(t *testing.T, s string) int {
@@ -501,11 +542,12 @@ func mustAtoi(t *testing.T, s string) int {
 }
 
 // An external broker that wants credentials gets them from the URL or from
-// --mqtt-username and --mqtt-password; wrong ones are logged, the API call
-// succeeds all the same, and neither the password nor a token is logged.
+// --mqtt-username and --mqtt-password, over MQTT or over TLS (mqtts://, its
+// CA from --mqtt-ca); wrong ones are logged, the API call succeeds all the
+// same, and neither the password nor a token is logged.
 func TestMQTTExternalBrokerCredentials(t *testing.T) {
 	const pw = "s3cret-pw"
-	addr := mosquittoWithPasswords(t, pw)
+	addr, tlsAddr, brokerCA := mosquittoWithPasswords(t, pw)
 	sub, err := dialMQTTAuth(t, addr, "warren", pw)
 	if err != nil {
 		t.Fatalf("subscriber with the password: %v", err)
@@ -519,6 +561,7 @@ func TestMQTTExternalBrokerCredentials(t *testing.T) {
 	}{
 		{"url", []string{"--mqtt-url", "mqtt://warren:" + pw + "@" + addr}},
 		{"flags", []string{"--mqtt-url", "mqtt://" + addr, "--mqtt-username", "warren", "--mqtt-password", pw}},
+		{"mqtts", []string{"--mqtt-url", "mqtts://warren:" + pw + "@" + tlsAddr, "--mqtt-ca", brokerCA}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := startService(t, c.flags...)
