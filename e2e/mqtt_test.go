@@ -23,6 +23,7 @@ import (
 
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/service/iotsecuretunneling"
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -60,7 +61,9 @@ func dialMQTT(t *testing.T, addr string, tlsCfg *tls.Config, clientID string) (*
 		return nil, err
 	}
 	m := &mqttClient{msgs: make(chan *paho.Publish, 16)}
-	m.c = paho.NewClient(paho.ClientConfig{ClientID: clientID, Conn: conn,
+	// paho writes a packet in several writes; the wrapper keeps its
+	// pinger's from interleaving with them.
+	m.c = paho.NewClient(paho.ClientConfig{ClientID: clientID, Conn: packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			select {
 			case m.msgs <- pr.Packet:
@@ -594,7 +597,7 @@ func dialMQTTAuth(t *testing.T, addr, user, pw string) (*mqttClient, error) {
 		return nil, err
 	}
 	m := &mqttClient{msgs: make(chan *paho.Publish, 16)}
-	m.c = paho.NewClient(paho.ClientConfig{Conn: conn,
+	m.c = paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			m.msgs <- pr.Packet
 			return true, nil

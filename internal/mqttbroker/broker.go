@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -40,12 +41,21 @@ type Config struct {
 	DeviceCAs  *x509.CertPool  // the CAs that sign device certificates
 	Identities Identities
 	Logger     *slog.Logger
+	// ConnectTimeout bounds the time from a connection's accept to its
+	// CONNECT packet, TLS handshake included (default 10 s); mochi's
+	// keepalive deadline takes over from there. Without it a client that
+	// sends nothing would hold its goroutine for ever, uncounted, since
+	// only admitted clients count against MaximumClients.
+	ConnectTimeout time.Duration
 }
 
 // Broker is a running embedded broker.
 type Broker struct {
 	srv     *mqtt.Server
-	tcp     *listeners.TCP
+	listen  string
+	tls     *tls.Config
+	ln      net.Listener // after Start
+	timeout time.Duration
 	log     *slog.Logger
 	started bool // set by Start, read by Close (their caller orders them)
 }
@@ -67,41 +77,50 @@ func New(cfg Config) (*Broker, error) {
 	if err := srv.AddHook(&authHook{ids: cfg.Identities, log: log}, nil); err != nil {
 		return nil, err
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: listenerID, Address: cfg.Listen, TLSConfig: &tls.Config{
+	tc := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cfg.ServerCert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    cfg.DeviceCAs,
-	}})
-	return &Broker{srv: srv, tcp: tcp, log: log}, nil
-}
-
-// capabilities bound what one client may hold in the broker, with AWS IoT
-// Core's limits where it has one: 128 KiB packets, 100 QoS 1 messages in
-// flight from a client, sessions kept an hour after their client left.
-func capabilities() *mqtt.Capabilities {
-	c := mqtt.NewDefaultServerCapabilities()
-	c.MaximumClients = 100_000
-	c.MaximumPacketSize = 128 << 10
-	c.ReceiveMaximum = 100
-	c.MaximumInflight = 1024
-	c.MaximumClientWritesPending = 256
-	c.MaximumSessionExpiryInterval = 3600
-	c.MaximumQos = 1 // as AWS IoT Core
-	return c
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	return &Broker{srv: srv, listen: cfg.Listen, tls: tc, timeout: cfg.ConnectTimeout, log: log}, nil
 }
 
 // Start listens on the configured address and serves until Close.
 func (b *Broker) Start() error {
-	if err := b.srv.AddListener(b.tcp); err != nil {
-		return fmt.Errorf("MQTT listener %s: %w", b.tcp.Address(), err)
+	ln, err := net.Listen("tcp", b.listen)
+	if err != nil {
+		return fmt.Errorf("MQTT listener: %w", err)
+	}
+	b.ln = ln
+	if err := b.srv.AddListener(listeners.NewNet(listenerID, tls.NewListener(deadlineListener{ln, b.timeout}, b.tls))); err != nil {
+		ln.Close()
+		return err
 	}
 	b.started = true
 	return b.srv.Serve()
 }
 
+// deadlineListener gives each accepted connection a deadline to complete
+// its TLS handshake and send CONNECT.
+type deadlineListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l deadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.SetDeadline(time.Now().Add(l.timeout))
+	}
+	return c, err
+}
+
 // Addr is the listener's address (host:port).
-func (b *Broker) Addr() string { return b.tcp.Address() }
+func (b *Broker) Addr() string { return b.ln.Addr().String() }
 
 // Publish publishes a message with QoS 1 to the devices subscribed to topic,
 // through the broker's inline client (no network, no ACL).
@@ -183,4 +202,19 @@ func demote(l slog.Level) slog.Level {
 		return l
 	}
 	return slog.LevelDebug
+}
+
+// capabilities bound what one client may hold in the broker, with AWS IoT
+// Core's limits where it has one: 128 KiB packets, 100 QoS 1 messages in
+// flight from a client, sessions kept an hour after their client left.
+func capabilities() *mqtt.Capabilities {
+	c := mqtt.NewDefaultServerCapabilities()
+	c.MaximumClients = 100_000
+	c.MaximumPacketSize = 128 << 10
+	c.ReceiveMaximum = 100
+	c.MaximumInflight = 1024
+	c.MaximumClientWritesPending = 256
+	c.MaximumSessionExpiryInterval = 3600
+	c.MaximumQos = 1 // as AWS IoT Core
+	return c
 }

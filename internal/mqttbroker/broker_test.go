@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"go.uber.org/goleak"
 
@@ -97,7 +98,9 @@ func connect(t *testing.T, addr string, roots *x509.CertPool, cert tls.Certifica
 		return nil, err
 	}
 	cl := &client{msgs: make(chan *paho.Publish, 8)}
-	cl.c = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+	// paho writes a packet in several writes; the wrapper keeps its
+	// pinger's from interleaving with them.
+	cl.c = paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn), OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(pr paho.PublishReceived) (bool, error) { cl.msgs <- pr.Packet; return true, nil }}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -138,7 +141,7 @@ func TestBrokerAuthAndACL(t *testing.T) {
 	ids := &identities{certs: map[string]tunnel.Certificate{}, things: map[string][]string{}}
 	devCAs := x509.NewCertPool()
 	devCAs.AddCert(ca.cert)
-	b, err := New(Config{Listen: "127.0.0.1:0", ServerCert: serverCert, DeviceCAs: devCAs, Identities: ids})
+	b, err := New(Config{Listen: "127.0.0.1:0", ServerCert: serverCert, DeviceCAs: devCAs, Identities: ids, ConnectTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +213,26 @@ func TestBrokerAuthAndACL(t *testing.T) {
 	select {
 	case <-bc.c.Done():
 		t.Fatal("B's client was dropped with A's")
+	default:
+	}
+	// Admitted clients keep their connection past ConnectTimeout
+	// (keepalive rules from CONNECT on); a silent one is closed at it.
+	silent, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	silent.SetReadDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	if n, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("a silent connection got %d bytes", n)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Fatalf("a silent connection was closed after %v, not at ConnectTimeout", took)
+	}
+	select {
+	case <-bc.c.Done():
+		t.Fatal("B's client was dropped at ConnectTimeout")
 	default:
 	}
 }
