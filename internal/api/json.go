@@ -36,6 +36,9 @@ func decodeJSON(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
+	if jsonTooDeep(body, MaxJSONDepth) {
+		return errSerialization("the request body's JSON nests arrays and objects more than %d deep", MaxJSONDepth)
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
 		if e, ok := errorsAsAPI(err); ok {
@@ -51,6 +54,37 @@ func decodeJSON(body []byte, v any) error {
 		return errSerialization("the request body has data after its JSON object")
 	}
 	return nil
+}
+
+// MaxJSONDepth bounds how deeply a request body's JSON may nest arrays and
+// objects. The deepest shape of the models (a tag: an object in a list in
+// the request's object) needs 3.
+const MaxJSONDepth = 32
+
+// jsonTooDeep reports whether body nests arrays and objects deeper than
+// limit. It only counts brackets outside strings, so a deeply nested body is
+// refused in one pass, before a decoder walks into it; whether the JSON is
+// valid is the decoder's to say.
+func jsonTooDeep(body []byte, limit int) bool {
+	depth, inString, escaped := 0, false, false
+	for _, b := range body {
+		switch {
+		case escaped:
+			escaped = false
+		case inString && b == '\\':
+			escaped = true
+		case b == '"':
+			inString = !inString
+		case inString:
+		case b == '[' || b == '{':
+			if depth++; depth > limit {
+				return true
+			}
+		case b == ']' || b == '}':
+			depth--
+		}
+	}
+	return false
 }
 
 // epochTime is t as AWS JSON 1.1 writes it: seconds since the epoch, as a
