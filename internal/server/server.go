@@ -50,6 +50,9 @@ type Config struct {
 	// ReadHeaderTimeout is how long a client may take to send a request's
 	// head; default DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
+	// ReadBodyTimeout is how long an API request's body may take to
+	// arrive; default DefaultReadBodyTimeout.
+	ReadBodyTimeout time.Duration
 }
 
 // Limits of the listeners.
@@ -61,8 +64,9 @@ const (
 	// relay limits the handshake's head to 4 KiB itself, with a clear
 	// answer; this is the outer guard.
 	MaxHeaderBytes = 16 << 10
-	// bodyTimeout is how long an API request's body may take to arrive.
-	bodyTimeout = 30 * time.Second
+	// DefaultReadBodyTimeout is how long an API request's body may take
+	// to arrive.
+	DefaultReadBodyTimeout = 30 * time.Second
 )
 
 // tlsCipherSuites are the TLS 1.2 suites the server accepts: ECDHE key
@@ -194,6 +198,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.ReadHeaderTimeout <= 0 {
 		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
 	}
+	if cfg.ReadBodyTimeout <= 0 {
+		cfg.ReadBodyTimeout = DefaultReadBodyTimeout
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -292,7 +299,7 @@ func (s *Server) prepare(ctx context.Context) error {
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/tunnel", s.relay)
-	mux.Handle("/", bodyDeadline(a, bodyTimeout))
+	mux.Handle("/", bodyDeadline(a, s.cfg.ReadBodyTimeout))
 	s.health(mux)
 	s.http = s.newHTTPServer(mux)
 	s.http.TLSConfig = s.tls
