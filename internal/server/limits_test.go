@@ -159,7 +159,7 @@ func TestOversizedBodyGetsAWSError(t *testing.T) {
 	big := bytes.Repeat([]byte("a"), api.MaxBodyBytes+1)
 	for name, req := range map[string][]byte{
 		"Content-Length": append([]byte(fmt.Sprintf("POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: IoTSecuredTunneling.OpenTunnel\r\nContent-Length: %d\r\n\r\n", len(big))), big...),
-		"chunked": append(append([]byte(fmt.Sprintf("POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: IoTSecuredTunneling.OpenTunnel\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", len(big))), big...), "\r\n0\r\n\r\n"...),
+		"chunked":        append(append([]byte(fmt.Sprintf("POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: IoTSecuredTunneling.OpenTunnel\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", len(big))), big...), "\r\n0\r\n\r\n"...),
 	} {
 		resp, body := rawRequest(t, s, req)
 		if resp.StatusCode != http.StatusRequestEntityTooLarge {
