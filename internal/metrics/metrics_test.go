@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +100,40 @@ func TestStoreFailureServesTheRest(t *testing.T) {
 	body := string(b)
 	if resp.StatusCode != http.StatusOK || strings.Contains(body, "warren_tunnels{") || !strings.Contains(body, "warren_relay_peers") {
 		t.Fatalf("%d:\n%s", resp.StatusCode, body)
+	}
+}
+
+// The sample dashboard and the README name only metrics that exist.
+func TestDocumentedMetricsExist(t *testing.T) {
+	rs := relay.Stats{ConnectionsCounted: true}
+	m := New(Config{Relay: fakeRelay(rs), Bandwidth: fakeBandwidth{{ID: "1"}}, Store: fakeStore{}})
+	m.ObserveRequest("OpenTunnel", "OK", time.Millisecond)
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, f := range fams {
+		have[f.GetName()] = true
+	}
+	name := regexp.MustCompile(`warren_[a-z_]+`)
+	for _, doc := range []string{"../../docs/grafana-warren.json", "../../README.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := 0
+		for _, n := range name.FindAllString(string(b), -1) {
+			n = strings.TrimSuffix(n, "_bucket")
+			if strings.HasPrefix(n, "warren_relay") || strings.HasPrefix(n, "warren_api") || strings.HasPrefix(n, "warren_bandwidth") || n == "warren_tunnels" {
+				found++
+				if !have[n] {
+					t.Errorf("%s names %s, which is not exported", doc, n)
+				}
+			}
+		}
+		if found < 10 {
+			t.Errorf("%s names only %d metrics", doc, found)
+		}
 	}
 }
