@@ -198,7 +198,7 @@ func TestMetricsOfASession(t *testing.T) {
 	check(`handshakes{result="unauthorized"}`, value(m, "warren_relay_handshakes_total", "result", "unauthorized"),
 		value(m, "warren_relay_handshakes_total", "result", "unauthorized") == 1)
 	check(`handshakes{result="ok"}`, value(m, "warren_relay_handshakes_total", "result", "ok"),
-		value(m, "warren_relay_handshakes_total", "result", "ok") == 2)
+		value(m, "warren_relay_handshakes_total", "result", "ok") >= 2)
 	for _, mode := range []string{"source", "destination"} {
 		check("peers "+mode, value(m, "warren_relay_peers", "mode", mode), value(m, "warren_relay_peers", "mode", mode) == 1)
 	}
