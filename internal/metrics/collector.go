@@ -11,10 +11,10 @@ import (
 
 // directions are the values of the direction label, in the order of the
 // relay's and the limiter's per-direction arrays.
-var directions = [2]string{"source_to_destination", "destination_to_source"}
+func directions() [2]string { return [2]string{"source_to_destination", "destination_to_source"} }
 
 // modes are the values of the mode label, in the order of relay.Stats.Peers.
-var modes = [2]string{"source", "destination"}
+func modes() [2]string { return [2]string{"source", "destination"} }
 
 // collector reads the sources' counters at scrape time.
 type collector struct {
@@ -79,23 +79,23 @@ func (c *collector) collectStore(ch chan<- prometheus.Metric) {
 
 func (c *collector) collectRelay(ch chan<- prometheus.Metric, s relay.Stats) {
 	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
-	for i, mode := range modes {
+	for i, mode := range modes() {
 		ch <- prometheus.MustNewConstMetric(c.peers, gauge, float64(s.Peers[i]), mode)
 	}
 	if s.ConnectionsCounted {
 		ch <- prometheus.MustNewConstMetric(c.connections, gauge, float64(s.Connections))
 	}
-	for i, dir := range directions {
+	for i, dir := range directions() {
 		ch <- prometheus.MustNewConstMetric(c.frames, counter, float64(s.ForwardedFrames[i]), dir)
 		ch <- prometheus.MustNewConstMetric(c.bytes, counter, float64(s.ForwardedBytes[i]), dir)
 	}
 	ch <- prometheus.MustNewConstMetric(c.refused, counter, float64(s.DroppedFrames), "no_peer")
 	ch <- prometheus.MustNewConstMetric(c.refused, counter, float64(s.RefusedStarts), "connection_limit")
 	ch <- prometheus.MustNewConstMetric(c.dropped, counter, float64(s.DroppedBytes))
-	for i, result := range relay.HandshakeResults {
+	for i, result := range relay.HandshakeResults() {
 		ch <- prometheus.MustNewConstMetric(c.handshakes, counter, float64(s.Handshakes[i]), result)
 	}
-	for i, reason := range relay.DisconnectReasons {
+	for i, reason := range relay.DisconnectReasons() {
 		ch <- prometheus.MustNewConstMetric(c.disconnects, counter, float64(s.Disconnects[i]), reason)
 	}
 }
@@ -103,7 +103,7 @@ func (c *collector) collectRelay(ch chan<- prometheus.Metric, s relay.Stats) {
 func (c *collector) collectBandwidth(ch chan<- prometheus.Metric) {
 	for _, a := range c.cfg.Bandwidth.Stats() {
 		ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(a.Limit), a.ID)
-		for i, dir := range directions {
+		for i, dir := range directions() {
 			ch <- prometheus.MustNewConstMetric(c.acctBytes, prometheus.CounterValue, float64(a.Bytes[i]), a.ID, dir)
 			ch <- prometheus.MustNewConstMetric(c.paced, prometheus.CounterValue, float64(a.Waits[i]), a.ID, dir)
 			ch <- prometheus.MustNewConstMetric(c.pacedFor, prometheus.CounterValue, a.Waited[i].Seconds(), a.ID, dir)

@@ -67,8 +67,8 @@ warren_api_requests_total{code="OK",operation="OpenTunnel"} 1
 		t.Fatal(err)
 	}
 	for name, series := range map[string]int{
-		"warren_relay_tcp_connections": 1, "warren_relay_handshakes_total": len(relay.HandshakeResults),
-		"warren_relay_disconnects_total": len(relay.DisconnectReasons), "warren_relay_refused_frames_total": 2,
+		"warren_relay_tcp_connections": 1, "warren_relay_handshakes_total": len(relay.HandshakeResults()),
+		"warren_relay_disconnects_total": len(relay.DisconnectReasons()), "warren_relay_refused_frames_total": 2,
 		"warren_api_request_duration_seconds": 1, "warren_bandwidth_pacing_waits_total": 2,
 	} {
 		if n, err := testutil.GatherAndCount(m.Registry(), name); err != nil || n != series {

@@ -15,12 +15,16 @@ const (
 	reasonViolation    = "protocol violation" // the violation's own text is logged
 )
 
-// DisconnectReasons name, in Stats.Disconnects' order, why peers' connections
+// DisconnectReasons are the names, in Stats.Disconnects' order, of why peers' connections
 // ended: the other end closed it or the network failed (connection_ended), a
 // protocol violation, a newer connection of the same side, the tunnel closed
 // (close-tunnel, its lifetime, its account deleted), its access token rotated,
 // or the relay shut down.
-var DisconnectReasons = [...]string{"connection_ended", "protocol_violation", "replaced", "tunnel_closed", "token_rotated", "shutdown"}
+func DisconnectReasons() [numReasons]string {
+	return [...]string{"connection_ended", "protocol_violation", "replaced", "tunnel_closed", "token_rotated", "shutdown"}
+}
+
+const numReasons = 6
 
 func disconnectIndex(reason string) int {
 	switch reason {
@@ -38,18 +42,21 @@ func disconnectIndex(reason string) int {
 	return 0
 }
 
-// HandshakeResults name, in Stats.Handshakes' order, how the relay answered
+// HandshakeResults are the names, in Stats.Handshakes' order, of how the relay answered
 // local proxies' handshakes: admitted (ok), or refused with 400 (a malformed
 // upgrade), 431 (a head too large), 401 (no access token, or none that
 // matches), 403 (a token of the other mode), 409 (a spent token, a wrong
 // client token, a tunnel without destination), 410 (a closed tunnel), 429
 // (the address's failures are throttled), 503 (shutting down), 500 (a
 // server fault), or an upgrade that failed after admission.
-var HandshakeResults = [...]string{"ok", "bad_request", "too_large", "unauthorized", "forbidden", "conflict", "gone", "throttled", "unavailable", "error", "upgrade_failed"}
+func HandshakeResults() [numResults]string {
+	return [...]string{"ok", "bad_request", "too_large", "unauthorized", "forbidden", "conflict", "gone", "throttled", "unavailable", "error", "upgrade_failed"}
+}
 
 const (
+	numResults          = 11
 	resultOK            = 0
-	resultUpgradeFailed = len(HandshakeResults) - 1
+	resultUpgradeFailed = numResults - 1
 )
 
 func resultOf(status int) int {
@@ -85,8 +92,8 @@ type counters struct {
 	peersEnded      atomic.Int64 // connections fully cleaned up after
 	refusedStarts   atomic.Int64 // starts past the tunnel's connection limit
 	throttled       atomic.Int64 // handshakes refused for their address's failures
-	handshakes      [len(HandshakeResults)]atomic.Int64
-	disconnects     [len(DisconnectReasons)]atomic.Int64
+	handshakes      [numResults]atomic.Int64
+	disconnects     [numReasons]atomic.Int64
 }
 
 func (c *counters) forwarded(from side, n int) {
@@ -107,8 +114,8 @@ type Stats struct {
 	// while they waited); RefusedStarts were connection starts past the
 	// tunnel's limit, answered with a reset.
 	DroppedFrames, DroppedBytes, RefusedStarts int64
-	Handshakes                                 [len(HandshakeResults)]int64
-	Disconnects                                [len(DisconnectReasons)]int64
+	Handshakes                                 [numResults]int64
+	Disconnects                                [numReasons]int64
 
 	// Peers is the connected local proxies, [source, destination].
 	Peers [2]int

@@ -23,8 +23,13 @@ func indexOf(names []string, name string) int {
 // reason.
 func TestStatsOfASession(t *testing.T) {
 	e := newEnv(t, Config{MaxConnections: 10})
-	hs := func(r string) int64 { return e.relay.Stats().Handshakes[indexOf(HandshakeResults[:], r)] }
-	dc := func(r string) int64 { return e.relay.Stats().Disconnects[indexOf(DisconnectReasons[:], r)] }
+	results, reasons := HandshakeResults(), DisconnectReasons()
+	hs := func(r string) int64 {
+		return e.relay.Stats().Handshakes[indexOf(results[:], r)]
+	}
+	dc := func(r string) int64 {
+		return e.relay.Stats().Disconnects[indexOf(reasons[:], r)]
+	}
 
 	tn, tok := e.newTunnel("HTTP")
 	src, dst := e.pair(tn, tok)

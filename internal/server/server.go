@@ -1,7 +1,8 @@
 // Package server assembles `warren serve`: the data directory (store, TLS
-// material, admin credentials), the management API and the relay behind one
-// HTTPS listener, and their orderly shutdown. It owns the wiring, not the
-// rules: those live in api, relay and tunnel.
+// material, admin credentials, and the check of their permissions), the
+// management API and the relay behind one HTTPS listener with its limits, the
+// health checks, the optional metrics listener, and their orderly shutdown.
+// It owns the wiring, not the rules: those live in api, relay and tunnel.
 package server
 
 import (
@@ -72,13 +73,15 @@ const (
 // tlsCipherSuites are the TLS 1.2 suites the server accepts: ECDHE key
 // exchange (forward secrecy) with AEAD ciphers only, no CBC. TLS 1.3's
 // suites are all of that kind and not configurable.
-var tlsCipherSuites = []uint16{
-	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+func tlsCipherSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
 }
 
 // Quotas are the limits the server sets per account, per tunnel and per
@@ -253,7 +256,7 @@ func (s *Server) prepare(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("TLS certificate: %w", err)
 		}
-		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: tlsCipherSuites, Certificates: []tls.Certificate{cert}}
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: tlsCipherSuites(), Certificates: []tls.Certificate{cert}}
 	}
 	s.bw = bandwidth.New(bandwidth.Config{
 		Default: s.cfg.DefaultBandwidth,
