@@ -15,7 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/warrentunnel/warren/internal/bandwidth"
 	"github.com/warrentunnel/warren/internal/relay"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type fakeRelay relay.Stats
 
