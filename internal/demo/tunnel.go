@@ -194,9 +194,9 @@ func connected(s *tunnelapi.ConnectionState) bool {
 // update-account (tunnel.BandwidthDefault: back to the server's default; 0:
 // unlimited).
 func (t *Tunnel) SetBandwidth(ctx context.Context, limit int64) error {
-	_, err := admin.NewAccountClient(t.aws).UpdateAccount(ctx, &admin.UpdateAccountInput{
-		AccountID:      t.srv.Admin().ID,
-		BandwidthLimit: limit,
+	_, err := admin.NewAccountClient(t.aws).UpdateAccount(ctx, &tunnelapi.UpdateAccountInput{
+		AccountID:      aws.String(t.srv.Admin().ID),
+		BandwidthLimit: &limit,
 	})
 	return err
 }
