@@ -21,7 +21,6 @@ const (
 	codeVersionConflict    = "VersionConflictException"
 	codeSerialization      = "SerializationException"
 	codeUnknownOperation   = "UnknownOperationException"
-	codeNotImplemented     = "NotImplementedException"
 	codeMissingAuth        = "MissingAuthenticationTokenException"
 	codeIncompleteSig      = "IncompleteSignatureException"
 	codeInvalidSig         = "InvalidSignatureException"

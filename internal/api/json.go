@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"time"
 
 	"github.com/warrentunnel/warren/internal/tunnelapi"
@@ -24,12 +23,6 @@ func (a *API) runJSON(ctx context.Context, c *call) (any, error) {
 	return op(ctx, c)
 }
 
-// notImplemented answers an operation of the model that Warren does not
-// serve yet. 501 is not retried by the SDKs.
-func notImplemented(_ context.Context, c *call) (any, error) {
-	return nil, newError(http.StatusNotImplemented, codeNotImplemented, "%s is not implemented by this server yet", c.op)
-}
-
 // decodeJSON decodes a JSON 1.1 request body into v. An empty body is an
 // empty object; unknown members are ignored, as newer SDKs may send them.
 func decodeJSON(body []byte, v any) error {
@@ -43,6 +36,13 @@ func decodeJSON(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		if e, ok := errorsAsAPI(err); ok {
 			return e // a member's own UnmarshalJSON found it invalid
+		}
+		var me *tunnelapi.MissingMemberError
+		if errors.As(err, &me) {
+			if me.Member == "value" {
+				return errInvalid("tags: %s (give an empty string for a tag without a value)", me)
+			}
+			return errInvalid("tags: %s", me)
 		}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
@@ -105,8 +105,8 @@ func required(member string) error {
 }
 
 // intRange checks an optional integer member.
-func intRange(member string, v *int, lo, hi int) error {
-	if v != nil && (*v < lo || *v > hi) {
+func intRange[T int | int32](member string, v *T, lo, hi int) error {
+	if v != nil && (int(*v) < lo || int(*v) > hi) {
 		return errInvalid("%s must be between %d and %d, not %d", member, lo, hi, *v)
 	}
 	return nil
