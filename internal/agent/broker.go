@@ -34,6 +34,9 @@ func BrokerURL(endpoint string) (*url.URL, error) {
 	if err != nil {
 		// No port: the scheme's default.
 		host, port = strings.Trim(hostPort, "[]"), defaultTLSPort
+		if strings.Contains(host, ":") && net.ParseIP(host) == nil {
+			return nil, fmt.Errorf("broker endpoint %q: want host:port, mqtts://host:port or mqtt://host:port", endpoint)
+		}
 		if scheme == "mqtt" {
 			port = defaultPlainPort
 		}
