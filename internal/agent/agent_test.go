@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -399,5 +400,34 @@ func TestBrokerTLSErrors(t *testing.T) {
 	}
 	if c, err := BrokerTLS(tlsURL, p.certFile, p.keyFile, filepath.Dir(p.caFile)); err != nil || c.RootCAs == nil || len(c.Certificates) != 1 {
 		t.Errorf("a CA directory: %v", err)
+	}
+}
+
+// TestMapping: -d wins, --config-dir files fill in, the rest is refused.
+func TestMapping(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "services.ini")
+	if err := os.WriteFile(f, []byte("HTTP = 9\nSSH = 2222\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := BrokerURL("mqtt://127.0.0.1")
+	a, err := New(Config{Broker: u, ThingName: "D", Services: map[string]string{"HTTP": "80"}, ConfigFiles: []string{f},
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, refused := a.mapping([]string{"HTTP", "SSH", "TELNET"})
+	if want := map[string]string{"HTTP": "80", "SSH": "2222"}; !maps.Equal(served, want) || !slices.Equal(refused, []string{"TELNET"}) {
+		t.Errorf("mapping: %v, refused %v", served, refused)
+	}
+	for _, c := range []Config{
+		{ThingName: "D", Services: map[string]string{"HTTP": "80"}},
+		{Broker: u, ThingName: "bad thing", Services: map[string]string{"HTTP": "80"}},
+		{Broker: u, ThingName: "D"},
+		{Broker: u, ThingName: "D", Services: map[string]string{"HTTP": "99999"}},
+		{Broker: u, ThingName: "D", Services: map[string]string{"HTTP": "80"}, Proxy: localproxy.Config{Endpoint: "bad host"}},
+	} {
+		if _, err := New(c); err == nil {
+			t.Errorf("New accepted %+v", c)
+		}
 	}
 }
