@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/warrentunnel/warren/internal/agent"
 	"github.com/warrentunnel/warren/internal/localproxy"
@@ -155,6 +156,7 @@ func (o *AgentOptions) applyRelay(vals map[string]string, env func(string) strin
 		}
 	}
 	if ep, ok := vals["proxy-endpoint"]; ok {
+		ep = strings.ToLower(ep) // as the local proxy's -e
 		if err := localproxy.ValidateEndpoint(ep); err != nil {
 			return fmt.Errorf("-e/--proxy-endpoint: %w", err)
 		}
