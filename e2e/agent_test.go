@@ -234,17 +234,20 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatal("the agent exited with its tunnel")
 	}
 
-	t.Log("the broker goes away and comes back")
+	t.Log("the broker goes away; a notification published meanwhile arrives when it is back")
 	broker.cut()
 	agent.waitLog(t, 30*time.Second, "lost the broker connection", 1)
-	time.Sleep(2 * time.Second) // a few failed attempts
+	tun2 := s.openMore(t, thing, "HTTP", "SSH")
+	tokens = append(tokens, tun2.DestinationAccessToken, tun2.SourceAccessToken)
+	notify(t, mosquittoAddr, thing, tun2.DestinationAccessToken, "HTTP", "SSH") // the broker queues it for the session
+	time.Sleep(2 * time.Second)                                                 // a few failed attempts
+	if strings.Contains(agent.output(), "destination=3") {
+		t.Fatal("a notification reached the agent while its broker was cut off")
+	}
 	broker.restore(t)
 	agent.waitLog(t, 90*time.Second, "subscribed to tunnel notifications", 2)
 
 	t.Log("a tunnel with a service the device does not map: that one is refused, the mapped one works")
-	tun2 := s.openMore(t, thing, "HTTP", "SSH")
-	tokens = append(tokens, tun2.DestinationAccessToken, tun2.SourceAccessToken)
-	notify(t, broker.addr, thing, tun2.DestinationAccessToken, "HTTP", "SSH")
 	agent.waitLog(t, 30*time.Second, `service has no mapping on this device; refusing it" service=SSH`, 1)
 	s.destinationConnected(t, tun2.TunnelID, "CONNECTED")
 	port2, sshPort := freePort(t), freePort(t)
