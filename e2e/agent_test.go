@@ -143,12 +143,14 @@ func (r *tcpRelay) restore(t *testing.T) {
 	r.serve(ln)
 }
 
-// startAgent runs `localproxy agent` (path: the binary, with a qemu
-// emulator first when cross-built) for thing against s's relay, at the most
-// verbose log level.
-func startAgent(t *testing.T, s *service, broker, thing string, cmd []string, args ...string) *proc {
+// startAgent runs `localproxy agent` (cmd: the binary, after a qemu
+// emulator when cross-built) for thing with the broker endpoint given (e.g.
+// mqtt://127.0.0.1:1883, or host:port with --cert, --key and --ca in args)
+// against s's relay, at the most verbose log level, and waits until it has
+// subscribed.
+func startAgent(t *testing.T, s *service, endpoint, thing string, cmd []string, args ...string) *proc {
 	t.Helper()
-	base := append(cmd[1:], "agent", "--endpoint", "mqtt://"+broker, "--thing-name", thing,
+	base := append(cmd[1:], "agent", "--endpoint", endpoint, "--thing-name", thing,
 		"-e", s.addr, "-c", filepath.Join(s.dir, "ca.pem"), "-v", "6")
 	p := start(t, "localproxy agent", nil, cmd[0], append(base, args...)...)
 	p.waitLog(t, 60*time.Second, "subscribed to tunnel notifications", 1)
@@ -199,7 +201,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	thing := uniqueThing("agent")
 	device := httpDevice(t, "hello from "+thing)
 	tun := s.openTunnel(t, thing, "HTTP")
-	agent := startAgent(t, s, broker.addr, thing, []string{bin.localproxy}, "-d", "HTTP="+device)
+	agent := startAgent(t, s, "mqtt://"+broker.addr, thing, []string{bin.localproxy}, "-d", "HTTP="+device)
 	var tokens []string
 
 	notify(t, broker.addr, thing, tun.DestinationAccessToken, "HTTP")

@@ -52,7 +52,7 @@ func TestDeviceCPUs(t *testing.T) {
 			}
 
 			tun2 := s.openMore(t, thing, "HTTP")
-			agent := startAgent(t, s, mosquittoAddr, thing, []string{emu, lp}, "-d", "HTTP="+device)
+			agent := startAgent(t, s, "mqtt://"+mosquittoAddr, thing, []string{emu, lp}, "-d", "HTTP="+device)
 			notify(t, mosquittoAddr, thing, tun2.DestinationAccessToken, "HTTP")
 			s.destinationConnected(t, tun2.TunnelID, "CONNECTED")
 			port2 := freePort(t)
