@@ -47,70 +47,6 @@ func (s *service) aws(t *testing.T, cli []string, out any, args ...string) {
 	}
 }
 
-// Every management operation through the real AWS CLIs, SigV4 over TLS with
-// Warren's CA, and a wrong secret refused. The endpoint reaches CLI v1
-// through AWS_ENDPOINT_URL and v2 through --endpoint-url.
-func TestAWSCLI(t *testing.T) {
-	s := startService(t)
-	for name, cli := range awsCLIs(t) {
-		t.Run(name, func(t *testing.T) {
-			thing := "Device-" + name
-			var th struct{ ThingName, ThingArn string }
-			s.aws(t, cli, &th, "iot", "create-thing", "--thing-name", thing)
-			if th.ThingName != thing || !strings.HasPrefix(th.ThingArn, "arn:aws:iot:us-east-1:") {
-				t.Fatalf("create-thing: %+v", th)
-			}
-			var desc struct{ ThingName string }
-			s.aws(t, cli, &desc, "iot", "describe-thing", "--thing-name", thing)
-			var things struct{ Things []struct{ ThingName string } }
-			s.aws(t, cli, &things, "iot", "list-things")
-			found := false
-			for _, x := range things.Things {
-				found = found || x.ThingName == thing
-			}
-			if !found || desc.ThingName != thing {
-				t.Fatalf("thing not listed/described: %+v %+v", things, desc)
-			}
-			var open openTunnelOut
-			s.aws(t, cli, &open, "iotsecuretunneling", "open-tunnel", "--destination-config", "thingName="+thing+",services=SSH,HTTP", "--timeout-config", "maxLifetimeTimeoutMinutes=30", "--description", "from the AWS CLI "+name)
-			if open.TunnelID == "" || !strings.HasSuffix(open.TunnelArn, "tunnel/"+open.TunnelID) || open.SourceAccessToken == "" {
-				t.Fatalf("open-tunnel: %+v", open)
-			}
-			var d describeOut
-			s.aws(t, cli, &d, "iotsecuretunneling", "describe-tunnel", "--tunnel-id", open.TunnelID)
-			if d.Tunnel.Status != "OPEN" || strings.Join(d.Tunnel.DestinationConfig.Services, ",") != "SSH,HTTP" {
-				t.Fatalf("describe-tunnel: %+v", d.Tunnel)
-			}
-			var list struct{ TunnelSummaries []struct{ TunnelID string } }
-			s.aws(t, cli, &list, "iotsecuretunneling", "list-tunnels", "--thing-name", thing)
-			if len(list.TunnelSummaries) != 1 || list.TunnelSummaries[0].TunnelID != open.TunnelID {
-				t.Fatalf("list-tunnels: %+v", list)
-			}
-			s.aws(t, cli, nil, "iotsecuretunneling", "close-tunnel", "--tunnel-id", open.TunnelID)
-			s.aws(t, cli, &d, "iotsecuretunneling", "describe-tunnel", "--tunnel-id", open.TunnelID)
-			if d.Tunnel.Status != "CLOSED" {
-				t.Fatalf("after close: %+v", d.Tunnel)
-			}
-			s.aws(t, cli, nil, "iotsecuretunneling", "close-tunnel", "--tunnel-id", open.TunnelID, "--delete")
-			_, stderr, err := s.run(cli[0], append(cli[1:], "iotsecuretunneling", "describe-tunnel", "--tunnel-id", open.TunnelID, "--endpoint-url", "https://"+s.addr)...)
-			if err == nil || !strings.Contains(stderr, "ResourceNotFoundException") {
-				t.Fatalf("deleted tunnel still described: %v %s", err, stderr)
-			}
-			s.aws(t, cli, nil, "iot", "delete-thing", "--thing-name", thing)
-
-			// A wrong secret is refused.
-			bad := filepath.Join(t.TempDir(), "credentials")
-			os.WriteFile(bad, []byte("[default]\naws_access_key_id = "+s.accessKey(t)+"\naws_secret_access_key = wrongwrongwrong\n"), 0o600)
-			cmd := exec.Command(cli[0], append(cli[1:], "iotsecuretunneling", "list-tunnels", "--endpoint-url", "https://"+s.addr)...)
-			cmd.Env = append(append(os.Environ(), s.env...), "AWS_SHARED_CREDENTIALS_FILE="+bad)
-			outb, err := cmd.CombinedOutput()
-			if err == nil || !strings.Contains(string(outb), "InvalidSignatureException") {
-				t.Fatalf("wrong secret accepted or unclear: %v %s", err, outb)
-			}
-		})
-	}
-}
-
 func (s *service) accessKey(t *testing.T) string {
 	b, err := os.ReadFile(filepath.Join(s.dir, "credentials"))
 	if err != nil {
@@ -123,26 +59,4 @@ func (s *service) accessKey(t *testing.T) string {
 	}
 	t.Fatal("no access key in credentials")
 	return ""
-}
-
-// boto3, the Python SDK, opens and describes a tunnel.
-func TestBoto3(t *testing.T) {
-	s := startService(t)
-	script := `
-import boto3, json
-iot = boto3.client("iot")
-iot.create_thing(thingName="PyDevice")
-st = boto3.client("iotsecuretunneling")
-t = st.open_tunnel(destinationConfig={"thingName": "PyDevice", "services": ["HTTP"]})
-d = st.describe_tunnel(tunnelId=t["tunnelId"])["tunnel"]
-print(json.dumps({"id": t["tunnelId"], "status": d["status"], "thing": d["destinationConfig"]["thingName"]}))
-`
-	stdout, stderr, err := s.run("python3", "-c", script)
-	if err != nil {
-		t.Fatalf("boto3: %v\n%s", err, stderr)
-	}
-	var got struct{ ID, Status, Thing string }
-	if err := json.Unmarshal([]byte(stdout), &got); err != nil || got.Status != "OPEN" || got.Thing != "PyDevice" {
-		t.Fatalf("boto3 said %q (%v)", stdout, err)
-	}
 }

@@ -399,10 +399,6 @@ func foreignCertTLS(t *testing.T, cfg *tls.Config) *tls.Config {
 	return cfg
 }
 
-// mosquittoAddr is the machine's Mosquitto, which CI machines run as a
-// service with anonymous access on loopback.
-const mosquittoAddr = "127.0.0.1:1883"
-
 // With --mqtt-url the notification goes to an external broker (the
 // machine's Mosquitto), where any subscriber gets it.
 func TestMQTTNotifyExternalBroker(t *testing.T) {

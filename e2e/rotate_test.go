@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/service/iotsecuretunneling"
 )
 
 type rotateOut struct {
@@ -176,6 +179,17 @@ print(json.dumps(r))
 			t.Fatalf("boto3 said %q: %v", stdout, err)
 		}
 		r.rotated(t, "ALL", out, held)
+	})
+	t.Run("go-sdk", func(t *testing.T) {
+		r := newRotation(t, s, "GoRotatingDevice")
+		held := r.hold(t)
+		res, err := s.sdkTunnels(t).RotateTunnelAccessToken(&iotsecuretunneling.RotateTunnelAccessTokenInput{
+			TunnelId: aws.String(r.tun.TunnelID), ClientMode: aws.String("SOURCE")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.rotated(t, "SOURCE", rotateOut{TunnelArn: aws.StringValue(res.TunnelArn),
+			SourceAccessToken: aws.StringValue(res.SourceAccessToken), DestinationAccessToken: aws.StringValue(res.DestinationAccessToken)}, held)
 	})
 	t.Run("boto3 open without destination", func(t *testing.T) {
 		script := `

@@ -91,11 +91,24 @@ Admin commands (AWS CLI flag names; endpoint, region, credentials and CA from th
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	return newFormatLogger(w, level, "text")
+}
+
+// newFormatLogger is a logger writing to w at level, as text (key=value)
+// or as JSON lines.
+func newFormatLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer) int {
@@ -121,6 +134,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		return nil
 	})
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	format := fs.String("log-format", "text", "text (key=value) or json (one JSON object a line)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "address of a plain-HTTP listener for Prometheus (/metrics) and health checks (/healthz, /readyz); port 0 picks one and logs it (default: none)")
 	q := server.DefaultQuotas()
 	fs.IntVar(&q.TunnelsPerAccount, "max-tunnels-per-account", q.TunnelsPerAccount,
 		"open tunnels an account may have; OpenTunnel past it is LimitExceededException (0: no limit)")
@@ -152,7 +167,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	if cfg.MQTT.Password == "" {
 		cfg.MQTT.Password = os.Getenv("WARREN_MQTT_PASSWORD")
 	}
-	log, err := newLogger(stderr, *level)
+	log, err := newFormatLogger(stderr, *level, *format)
 	if err != nil {
 		fmt.Fprintln(stderr, "warren serve:", err)
 		return 2

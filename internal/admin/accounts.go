@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
+	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
 // The account commands call Warren's account administration API through
@@ -39,7 +40,7 @@ var createAccountCmd = &command{
 }
 
 func createAccount(ctx context.Context, e *env, a parsedArgs) (any, error) {
-	in := &CreateAccountInput{AccountName: a.str("account-name")}
+	in := &tunnelapi.CreateAccountInput{AccountName: a.strp("account-name")}
 	if a.has("bandwidth-limit") {
 		n, err := bandwidthArg(a)
 		if err != nil {
@@ -48,7 +49,7 @@ func createAccount(ctx context.Context, e *env, a parsedArgs) (any, error) {
 		in.BandwidthLimit = &n
 	}
 	var file *credentialsFile
-	profile := in.AccountName
+	profile := a.str("account-name")
 	if a.has("credentials-file") {
 		if a.has("profile") {
 			profile = a.str("profile")
@@ -89,7 +90,7 @@ var listAccountsCmd = &command{
 		{name: "next-token", apiName: "nextToken", kind: kindString, help: "The token of the page to return, from a previous nextToken."},
 	},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		in := &ListAccountsInput{NextToken: a.str("next-token")}
+		in := &tunnelapi.ListAccountsInput{NextToken: a.strp("next-token")}
 		if n, ok := a["max-results"].(int64); ok {
 			m := int32(min(n, 1<<31-1))
 			in.MaxResults = &m
@@ -105,7 +106,7 @@ var describeAccountCmd = &command{
 		"effectiveBandwidthLimit the limit in force (0: unlimited), currentRate the account's traffic in bytes per second.",
 	params: []param{accountIDParam},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		return e.accounts().DescribeAccount(ctx, &DescribeAccountInput{AccountID: a.str("account-id")})
+		return e.accounts().DescribeAccount(ctx, &tunnelapi.DescribeAccountInput{AccountID: a.strp("account-id")})
 	},
 }
 
@@ -122,7 +123,7 @@ var updateAccountCmd = &command{
 		if err != nil {
 			return nil, err
 		}
-		return e.accounts().UpdateAccount(ctx, &UpdateAccountInput{AccountID: a.str("account-id"), BandwidthLimit: n})
+		return e.accounts().UpdateAccount(ctx, &tunnelapi.UpdateAccountInput{AccountID: a.strp("account-id"), BandwidthLimit: &n})
 	},
 }
 
@@ -133,6 +134,6 @@ var deleteAccountCmd = &command{
 		"The admin account cannot be deleted.",
 	params: []param{accountIDParam},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		return e.accounts().DeleteAccount(ctx, &DeleteAccountInput{AccountID: a.str("account-id")})
+		return e.accounts().DeleteAccount(ctx, &tunnelapi.DeleteAccountInput{AccountID: a.strp("account-id")})
 	},
 }

@@ -246,7 +246,7 @@ func TestAccountsAgainstServer(t *testing.T) {
 		}
 	}
 
-	var alice CreateAccountOutput
+	var alice tunnelapi.CreateAccountOutput
 	decode(mustRun(t, "create-account", "--account-name", "alice", "--bandwidth-limit", "800KB",
 		"--credentials-file", creds, "--profile", "alice"), &alice)
 	if alice.AccountName != "alice" || len(alice.AccountID) != 12 || alice.SecretAccessKey == "" {
@@ -290,7 +290,7 @@ func TestAccountsAgainstServer(t *testing.T) {
 		Admin                             bool
 		BandwidthLimit                    *int64
 		EffectiveBandwidthLimit           int64
-		CurrentRate                       *AccountRate
+		CurrentRate                       *tunnelapi.AccountRate
 		OpenTunnels                       int
 	}
 	var d described

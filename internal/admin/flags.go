@@ -61,6 +61,15 @@ func (a parsedArgs) str(name string) string {
 	return s
 }
 
+// strp is a string parameter for an input member: nil where it was not
+// given.
+func (a parsedArgs) strp(name string) *string {
+	if s, ok := a[name].(string); ok {
+		return &s
+	}
+	return nil
+}
+
 func (a parsedArgs) has(name string) bool {
 	_, ok := a[name]
 	return ok

@@ -25,7 +25,7 @@ var rotateTunnelAccessTokenCmd = &command{
 			help:   "A new destination config, with DESTINATION or ALL only; required where the tunnel was opened without one."},
 	},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		in := &tunnelapi.RotateTunnelAccessTokenInput{TunnelID: a.str("tunnel-id"), ClientMode: a.str("client-mode")}
+		in := &tunnelapi.RotateTunnelAccessTokenInput{TunnelID: a.strp("tunnel-id"), ClientMode: a.strp("client-mode")}
 		if v, ok := a["destination-config"]; ok {
 			if err := decodeInto(v, &in.DestinationConfig); err != nil {
 				return nil, &paramError{msg: "Error parsing parameter '--destination-config': " + err.Error()}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/warrentunnel/warren/internal/tunnelapi"
 )
 
@@ -21,13 +22,13 @@ func TestStructuredParams(t *testing.T) {
 		fresh func() any
 	}{
 		{"destination shorthand csv", openTunnelParam("destination-config"), []string{"thingName=t1,services=HTTP,SSH"},
-			&tunnelapi.DestinationConfig{ThingName: "t1", Services: []string{"HTTP", "SSH"}}, newDest},
+			&tunnelapi.DestinationConfig{ThingName: aws.String("t1"), Services: []string{"HTTP", "SSH"}}, newDest},
 		{"destination shorthand explicit list", openTunnelParam("destination-config"), []string{"thingName=t1,services=[HTTP,SSH]"},
-			&tunnelapi.DestinationConfig{ThingName: "t1", Services: []string{"HTTP", "SSH"}}, newDest},
+			&tunnelapi.DestinationConfig{ThingName: aws.String("t1"), Services: []string{"HTTP", "SSH"}}, newDest},
 		{"destination shorthand single service", openTunnelParam("destination-config"), []string{"services=SSH"},
 			&tunnelapi.DestinationConfig{Services: []string{"SSH"}}, newDest},
 		{"destination JSON", openTunnelParam("destination-config"), []string{` {"thingName":"t1","services":["SSH"]}`},
-			&tunnelapi.DestinationConfig{ThingName: "t1", Services: []string{"SSH"}}, newDest},
+			&tunnelapi.DestinationConfig{ThingName: aws.String("t1"), Services: []string{"SSH"}}, newDest},
 		{"timeout shorthand", openTunnelParam("timeout-config"), []string{"maxLifetimeTimeoutMinutes=30"},
 			&tunnelapi.TimeoutConfig{MaxLifetimeTimeoutMinutes: int32p(30)}, newTimeout},
 		{"timeout JSON", openTunnelParam("timeout-config"), []string{`{"maxLifetimeTimeoutMinutes": 720}`},

@@ -41,7 +41,7 @@ var tagResourceCmd = &command{
 			syntax: "key=string,value=string ... | JSON", help: "The tags to add (Key=/Value= also accepted)."},
 	},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		in := &tunnelapi.TagResourceInput{ResourceArn: a.str("resource-arn")}
+		in := &tunnelapi.TagResourceInput{ResourceArn: a.strp("resource-arn")}
 		if err := decodeInto(a["tags"], &in.Tags); err != nil {
 			return nil, &paramError{msg: "Error parsing parameter '--tags': " + err.Error()}
 		}
@@ -59,7 +59,7 @@ var untagResourceCmd = &command{
 	},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
 		keys, _ := a["tag-keys"].([]string)
-		return e.tunnels().UntagResource(ctx, &tunnelapi.UntagResourceInput{ResourceArn: a.str("resource-arn"), TagKeys: keys})
+		return e.tunnels().UntagResource(ctx, &tunnelapi.UntagResourceInput{ResourceArn: a.strp("resource-arn"), TagKeys: keys})
 	},
 }
 
@@ -68,6 +68,6 @@ var listTagsForResourceCmd = &command{
 	summary: "Lists a tunnel's tags (IoT Secure Tunneling ListTagsForResource).",
 	params:  []param{resourceARNParam},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		return e.tunnels().ListTagsForResource(ctx, &tunnelapi.ListTagsForResourceInput{ResourceArn: a.str("resource-arn")})
+		return e.tunnels().ListTagsForResource(ctx, &tunnelapi.ListTagsForResourceInput{ResourceArn: a.strp("resource-arn")})
 	},
 }

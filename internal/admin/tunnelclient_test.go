@@ -72,9 +72,9 @@ func TestTunnelClientRequestShape(t *testing.T) {
 	ctx := context.Background()
 
 	open, err := c.OpenTunnel(ctx, &tunnelapi.OpenTunnelInput{
-		Description:       "lab",
+		Description:       aws.String("lab"),
 		Tags:              []tunnelapi.Tag{{Key: "team", Value: "edge"}},
-		DestinationConfig: &tunnelapi.DestinationConfig{ThingName: "dev", Services: []string{"SSH", "HTTP"}},
+		DestinationConfig: &tunnelapi.DestinationConfig{ThingName: aws.String("dev"), Services: []string{"SSH", "HTTP"}},
 		TimeoutConfig:     &tunnelapi.TimeoutConfig{MaxLifetimeTimeoutMinutes: int32p(60)},
 	})
 	if err != nil {
@@ -83,7 +83,7 @@ func TestTunnelClientRequestShape(t *testing.T) {
 	if open.TunnelID != "t-1" || open.SourceAccessToken != "src" || open.DestinationAccessToken != "dst" {
 		t.Errorf("OpenTunnel = %+v", open)
 	}
-	desc, err := c.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: "t-1"})
+	desc, err := c.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: aws.String("t-1")})
 	if err != nil {
 		t.Fatalf("DescribeTunnel: %v", err)
 	}
@@ -101,7 +101,7 @@ func TestTunnelClientRequestShape(t *testing.T) {
 	if tun.DestinationConnectionState != nil {
 		t.Errorf("absent destinationConnectionState decoded as %+v", tun.DestinationConnectionState)
 	}
-	list, err := c.ListTunnels(ctx, &tunnelapi.ListTunnelsInput{ThingName: "dev", MaxResults: int32p(5), NextToken: "n1"})
+	list, err := c.ListTunnels(ctx, &tunnelapi.ListTunnelsInput{ThingName: aws.String("dev"), MaxResults: int32p(5), NextToken: aws.String("n1")})
 	if err != nil {
 		t.Fatalf("ListTunnels: %v", err)
 	}
@@ -109,7 +109,7 @@ func TestTunnelClientRequestShape(t *testing.T) {
 		t.Errorf("ListTunnels = %+v", list)
 	}
 	del := true
-	if _, err := c.CloseTunnel(ctx, &tunnelapi.CloseTunnelInput{TunnelID: "t-1", Delete: &del}); err != nil {
+	if _, err := c.CloseTunnel(ctx, &tunnelapi.CloseTunnelInput{TunnelID: aws.String("t-1"), Delete: &del}); err != nil {
 		t.Fatalf("CloseTunnel: %v", err)
 	}
 
@@ -179,7 +179,7 @@ func TestTunnelClientRetries(t *testing.T) {
 				}
 				return reply{body: `{"tunnel":{"tunnelId":"t-1"}}`}
 			})
-			out, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(context.Background(), &tunnelapi.DescribeTunnelInput{TunnelID: "t-1"})
+			out, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(context.Background(), &tunnelapi.DescribeTunnelInput{TunnelID: aws.String("t-1")})
 			if err != nil {
 				t.Fatalf("DescribeTunnel: %v", err)
 			}
@@ -246,7 +246,7 @@ func TestTunnelClientErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := newFakeService(t, func(recorded, int) reply { return tt.rep })
-			_, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(context.Background(), &tunnelapi.DescribeTunnelInput{TunnelID: "t-9"})
+			_, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(context.Background(), &tunnelapi.DescribeTunnelInput{TunnelID: aws.String("t-9")})
 			var apiErr *APIError
 			if !errors.As(err, &apiErr) {
 				t.Fatalf("error %v (%T), want *APIError", err, err)
@@ -270,7 +270,7 @@ func TestTunnelClientCanceled(t *testing.T) {
 	svc := newFakeService(t, func(recorded, int) reply { return reply{status: 500} })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: "x"})
+	_, err := NewTunnelClient(testConfig(svc.URL)).DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: aws.String("x")})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v, want context.Canceled", err)
 	}
@@ -280,7 +280,7 @@ func TestTunnelClientAnonymous(t *testing.T) {
 	svc := newFakeService(t, func(recorded, int) reply { return reply{body: `{}`} })
 	cfg := testConfig(svc.URL)
 	cfg.Credentials = aws.AnonymousCredentials{}
-	if _, err := NewTunnelClient(cfg).CloseTunnel(context.Background(), &tunnelapi.CloseTunnelInput{TunnelID: "x"}); err != nil {
+	if _, err := NewTunnelClient(cfg).CloseTunnel(context.Background(), &tunnelapi.CloseTunnelInput{TunnelID: aws.String("x")}); err != nil {
 		t.Fatal(err)
 	}
 	if r := svc.recorded()[0]; r.SigErr == nil || !strings.Contains(r.SigErr.Error(), "not SigV4") {

@@ -26,7 +26,7 @@ var openTunnelCmd = &command{
 }
 
 func openTunnel(ctx context.Context, e *env, a parsedArgs) (any, error) {
-	in := &tunnelapi.OpenTunnelInput{Description: a.str("description")}
+	in := &tunnelapi.OpenTunnelInput{Description: a.strp("description")}
 	for flag, dst := range map[string]any{
 		"destination-config": &in.DestinationConfig,
 		"timeout-config":     &in.TimeoutConfig,
@@ -46,7 +46,7 @@ var describeTunnelCmd = &command{
 	summary: "Describes a tunnel (IoT Secure Tunneling DescribeTunnel).",
 	params:  []param{tunnelIDParam},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		return e.tunnels().DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: a.str("tunnel-id")})
+		return e.tunnels().DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: a.strp("tunnel-id")})
 	},
 }
 
@@ -59,7 +59,7 @@ var listTunnelsCmd = &command{
 		{name: "next-token", apiName: "nextToken", kind: kindString, help: "The token of the page to return, from a previous nextToken."},
 	},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		in := &tunnelapi.ListTunnelsInput{ThingName: a.str("thing-name"), NextToken: a.str("next-token")}
+		in := &tunnelapi.ListTunnelsInput{ThingName: a.strp("thing-name"), NextToken: a.strp("next-token")}
 		if n, ok := a["max-results"].(int64); ok {
 			m := int32(min(n, 1<<31-1))
 			in.MaxResults = &m
@@ -76,7 +76,7 @@ var closeTunnelCmd = &command{
 		{name: "delete", apiName: "delete", kind: kindBool, help: "Also delete the tunnel's record."},
 	},
 	run: func(ctx context.Context, e *env, a parsedArgs) (any, error) {
-		in := &tunnelapi.CloseTunnelInput{TunnelID: a.str("tunnel-id")}
+		in := &tunnelapi.CloseTunnelInput{TunnelID: a.strp("tunnel-id")}
 		if d, ok := a["delete"].(bool); ok {
 			in.Delete = &d
 		}

@@ -43,38 +43,8 @@ func (a *API) adminOnly(op jsonOp) jsonOp {
 	}
 }
 
-// Shapes of the WarrenAccounts service. bandwidthLimit is an account's own
-// limit in bytes per second (0: unlimited), absent when the server's default
-// applies.
-type (
-	accountSummary struct {
-		AccountID      string              `json:"accountId"`
-		AccountName    string              `json:"accountName"`
-		Admin          bool                `json:"admin"`
-		BandwidthLimit *int64              `json:"bandwidthLimit,omitempty"`
-		CreatedAt      tunnelapi.EpochTime `json:"createdAt"`
-	}
-	currentRate struct {
-		SourceToDestination float64 `json:"sourceToDestination"`
-		DestinationToSource float64 `json:"destinationToSource"`
-	}
-	accountDescription struct {
-		AccountID               string              `json:"accountId"`
-		AccountName             string              `json:"accountName"`
-		Admin                   bool                `json:"admin"`
-		CreatedAt               tunnelapi.EpochTime `json:"createdAt"`
-		BandwidthLimit          *int64              `json:"bandwidthLimit,omitempty"`
-		EffectiveBandwidthLimit int64               `json:"effectiveBandwidthLimit"`
-		CurrentRate             currentRate         `json:"currentRate"`
-		OpenTunnels             int                 `json:"openTunnels"`
-	}
-)
-
 func (a *API) createAccount(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		AccountName    *string `json:"accountName"`
-		BandwidthLimit *int64  `json:"bandwidthLimit"`
-	}
+	var in tunnelapi.CreateAccountInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -107,19 +77,12 @@ func (a *API) createAccount(ctx context.Context, c *call) (any, error) {
 	a.log.LogAttrs(ctx, slog.LevelInfo, "account created", slog.String("account", acct.ID), slog.String("name", acct.Name),
 		slog.String("access_key_id", acct.AccessKeyID), slog.String("bandwidth_limit", tunnel.FormatBandwidth(acct.BandwidthLimit)),
 		slog.String("by", c.account.ID))
-	return struct {
-		AccountID       string `json:"accountId"`
-		AccountName     string `json:"accountName"`
-		AccessKeyID     string `json:"accessKeyId"`
-		SecretAccessKey string `json:"secretAccessKey"`
-	}{acct.ID, acct.Name, acct.AccessKeyID, acct.SecretAccessKey}, nil
+	return tunnelapi.CreateAccountOutput{AccountID: acct.ID, AccountName: acct.Name,
+		AccessKeyID: acct.AccessKeyID, SecretAccessKey: acct.SecretAccessKey}, nil
 }
 
 func (a *API) listAccounts(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		MaxResults *int    `json:"maxResults"`
-		NextToken  *string `json:"nextToken"`
-	}
+	var in tunnelapi.ListAccountsInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -128,7 +91,7 @@ func (a *API) listAccounts(ctx context.Context, c *call) (any, error) {
 		if *in.MaxResults < 1 || *in.MaxResults > maxAccountsPage {
 			return nil, errValidation("maxResults must be between 1 and %d, not %d", maxAccountsPage, *in.MaxResults)
 		}
-		limit = *in.MaxResults
+		limit = int(*in.MaxResults)
 	}
 	var after tunnel.Position
 	if in.NextToken != nil {
@@ -144,28 +107,23 @@ func (a *API) listAccounts(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out struct {
-		Accounts  []accountSummary `json:"accounts"`
-		NextToken string           `json:"nextToken,omitempty"`
-	}
+	var out tunnelapi.ListAccountsOutput
 	if len(accts) > limit {
 		accts = accts[:limit]
 		out.NextToken = a.cursors.encode("account", encodePosition(tunnel.AccountPositionAfter(accts[limit-1])))
 	}
-	out.Accounts = make([]accountSummary, len(accts))
+	out.Accounts = make([]tunnelapi.AccountSummary, len(accts))
 	for i, acct := range accts {
-		out.Accounts[i] = accountSummary{
+		out.Accounts[i] = tunnelapi.AccountSummary{
 			AccountID: acct.ID, AccountName: acct.Name, Admin: acct.Admin,
-			BandwidthLimit: ownLimit(acct), CreatedAt: epochTime(acct.CreatedAt),
+			BandwidthLimit: ownLimit(acct), CreatedAt: millis(acct.CreatedAt),
 		}
 	}
 	return out, nil
 }
 
 func (a *API) describeAccount(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		AccountID *string `json:"accountId"`
-	}
+	var in tunnelapi.DescribeAccountInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -177,10 +135,7 @@ func (a *API) describeAccount(ctx context.Context, c *call) (any, error) {
 }
 
 func (a *API) updateAccount(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		AccountID      *string `json:"accountId"`
-		BandwidthLimit *int64  `json:"bandwidthLimit"`
-	}
+	var in tunnelapi.UpdateAccountInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -213,9 +168,7 @@ func (a *API) updateAccount(ctx context.Context, c *call) (any, error) {
 }
 
 func (a *API) deleteAccount(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		AccountID *string `json:"accountId"`
-	}
+	var in tunnelapi.DeleteAccountInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -253,7 +206,7 @@ func (a *API) deleteAccount(ctx context.Context, c *call) (any, error) {
 	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "account deleted", slog.String("account", acct.ID), slog.String("name", acct.Name),
 		slog.Int("closed_tunnels", len(open)), slog.String("by", c.account.ID))
-	return struct{}{}, nil
+	return tunnelapi.DeleteAccountOutput{}, nil
 }
 
 // account reads the account a required accountId member names.
@@ -271,10 +224,10 @@ func (a *API) account(ctx context.Context, raw *string) (tunnel.Account, error) 
 
 // describe is DescribeAccount's answer for acct: its settings, the limit in
 // force, its current rates and how many of its tunnels are open.
-func (a *API) describe(ctx context.Context, acct tunnel.Account) (accountDescription, error) {
+func (a *API) describe(ctx context.Context, acct tunnel.Account) (tunnelapi.DescribeAccountOutput, error) {
 	ts, err := a.store.AccountOpenTunnels(ctx, acct.ID)
 	if err != nil {
-		return accountDescription{}, err
+		return tunnelapi.DescribeAccountOutput{}, err
 	}
 	now := a.now()
 	open := 0
@@ -289,15 +242,15 @@ func (a *API) describe(ctx context.Context, acct tunnel.Account) (accountDescrip
 	if a.bandwidth != nil {
 		limit, s2d, d2s = a.bandwidth.Usage(acct.ID)
 	}
-	return accountDescription{
+	return tunnelapi.DescribeAccountOutput{
 		AccountID:               acct.ID,
 		AccountName:             acct.Name,
 		Admin:                   acct.Admin,
-		CreatedAt:               epochTime(acct.CreatedAt),
+		CreatedAt:               millis(acct.CreatedAt),
 		BandwidthLimit:          ownLimit(acct),
 		EffectiveBandwidthLimit: limit,
-		CurrentRate:             currentRate{SourceToDestination: s2d, DestinationToSource: d2s},
-		OpenTunnels:             open,
+		CurrentRate:             &tunnelapi.AccountRate{SourceToDestination: s2d, DestinationToSource: d2s},
+		OpenTunnels:             int64(open),
 	}, nil
 }
 

@@ -330,9 +330,9 @@ func TestAccountsWithoutBandwidthLimiter(t *testing.T) {
 	}{{"-1", "0"}, {"0", "0"}, {"4000000", "4000000"}} {
 		r := f.callAccounts(t, f.admin, "UpdateAccount", `{"accountId":"`+f.acct.ID+`","bandwidthLimit":`+c.limit+`}`)
 		ok(t, r, nil)
-		want := `"effectiveBandwidthLimit":` + c.effective + `,"currentRate":{"sourceToDestination":0,"destinationToSource":0},"openTunnels":0}`
-		if !strings.HasSuffix(string(r.Body), want) {
-			t.Errorf("limit %s: %s, want it to end with %s", c.limit, r.Body, want)
+		want := `"effectiveBandwidthLimit":` + c.effective + `,"currentRate":{"sourceToDestination":0,"destinationToSource":0},"openTunnels":0,`
+		if !strings.Contains(string(r.Body), want) {
+			t.Errorf("limit %s: %s, want it to have %s", c.limit, r.Body, want)
 		}
 	}
 }

@@ -91,6 +91,17 @@ type Bandwidth interface {
 	Usage(accountID string) (limit int64, sourceToDestination, destinationToSource float64)
 }
 
+// Metrics observes every request: its operation (one the API serves, or
+// "Unknown"), the error code it was answered with ("OK" for none) and how
+// long it took. *metrics.Metrics satisfies it.
+type Metrics interface {
+	ObserveRequest(operation, code string, took time.Duration)
+}
+
+// UnknownOperation is the operation Metrics sees for a request that names
+// none the API serves, so that clients cannot make up label values.
+const UnknownOperation = "Unknown"
+
 // Config configures the API. Store is required; the rest has defaults.
 // The quotas' zero values mean no limit; `warren serve` sets its defaults.
 type Config struct {
@@ -99,6 +110,7 @@ type Config struct {
 	// Bandwidth nil: no limiter; DescribeAccount reports an account's own
 	// limit as the one in force (the default as unlimited) and no traffic.
 	Bandwidth Bandwidth
+	Metrics   Metrics          // nil: none
 	Region    string           // DefaultRegion if empty
 	Logger    *slog.Logger     // slog.Default() if nil
 	Now       func() time.Time // time.Now if nil
@@ -137,6 +149,7 @@ type API struct {
 	store     Store
 	relay     Relay
 	bandwidth Bandwidth // nil: none
+	metrics   Metrics   // nil: none
 	region    string
 	log       *slog.Logger
 	now       func() time.Time
@@ -162,6 +175,7 @@ func New(cfg Config) *API {
 		store:     cfg.Store,
 		relay:     cfg.Relay,
 		bandwidth: cfg.Bandwidth,
+		metrics:   cfg.Metrics,
 		region:    cfg.Region,
 		log:       cfg.Logger,
 		now:       cfg.Now,
@@ -231,6 +245,7 @@ type call struct {
 	r       *http.Request
 	proto   protocol
 	op      string
+	known   bool // op is one the API serves
 	body    []byte
 	account tunnel.Account
 }
@@ -245,11 +260,18 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Date", a.now().UTC().Format(http.TimeFormat))
 
 	out, err := a.serve(r.Context(), c)
-	status := http.StatusOK
+	status, code := http.StatusOK, "OK"
 	if err != nil {
-		status = a.writeError(w, c, err)
+		status, code = a.writeError(w, c, err)
 	} else {
 		a.writeJSON(w, c.proto, http.StatusOK, out)
+	}
+	if a.metrics != nil {
+		op := c.op
+		if !c.known {
+			op = UnknownOperation
+		}
+		a.metrics.ObserveRequest(op, code, time.Since(start))
 	}
 	a.log.LogAttrs(r.Context(), slog.LevelDebug, "api request",
 		slog.String("op", c.op), slog.String("method", r.Method), slog.String("path", r.URL.Path),
@@ -271,6 +293,7 @@ func (a *API) serve(ctx context.Context, c *call) (any, error) {
 		if r.Method != http.MethodPost || r.URL.Path != "/" {
 			return nil, errUnknownOperation("AWS JSON 1.1 requests are POST /, not %s %s", r.Method, r.URL.Path)
 		}
+		_, c.known = a.jsonOps[target]
 		run = a.runJSON
 	} else {
 		c.proto, service = protoREST, signingNameIoT
@@ -278,7 +301,7 @@ func (a *API) serve(ctx context.Context, c *call) (any, error) {
 		if h == nil {
 			return nil, errUnknownOperation("no operation serves %s %s", r.Method, r.URL.Path)
 		}
-		c.op = op
+		c.op, c.known = op, true
 		run = h
 	}
 	body, err := readBody(r)

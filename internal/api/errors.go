@@ -21,7 +21,6 @@ const (
 	codeVersionConflict    = "VersionConflictException"
 	codeSerialization      = "SerializationException"
 	codeUnknownOperation   = "UnknownOperationException"
-	codeNotImplemented     = "NotImplementedException"
 	codeMissingAuth        = "MissingAuthenticationTokenException"
 	codeIncompleteSig      = "IncompleteSignatureException"
 	codeInvalidSig         = "InvalidSignatureException"
@@ -133,8 +132,8 @@ func tunnelAPIError(e *apiError) *apiError {
 
 // writeError writes err in the format both protocols' SDKs parse: the code in
 // the x-amzn-ErrorType header and as __type in the body, the text as message.
-// It returns the status written.
-func (a *API) writeError(w http.ResponseWriter, c *call, err error) int {
+// It returns the status and the code written.
+func (a *API) writeError(w http.ResponseWriter, c *call, err error) (int, string) {
 	e, internal := toAPIError(err)
 	status := e.status
 	if c.proto == protoJSON {
@@ -157,7 +156,7 @@ func (a *API) writeError(w http.ResponseWriter, c *call, err error) int {
 	}
 	w.Header().Set("x-amzn-ErrorType", e.code)
 	a.writeJSON(w, c.proto, status, body)
-	return status
+	return status, e.code
 }
 
 // writeJSON writes v as the protocol's JSON document.

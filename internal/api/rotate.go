@@ -22,11 +22,7 @@ var clientModes = map[string][]tunnel.Mode{
 // config. The store has the new tokens' hashes before the relay cuts off
 // the peers that used the old ones, so a peer cannot come back with them.
 func (a *API) rotateTunnelAccessToken(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		TunnelID          *string            `json:"tunnelId"`
-		ClientMode        *string            `json:"clientMode"`
-		DestinationConfig *destinationConfig `json:"destinationConfig"`
-	}
+	var in tunnelapi.RotateTunnelAccessTokenInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -41,18 +37,9 @@ func (a *API) rotateTunnelAccessToken(ctx context.Context, c *call) (any, error)
 	if !ok {
 		return nil, errInvalid("clientMode %q must be SOURCE, DESTINATION or ALL", *in.ClientMode)
 	}
-	var dest *tunnel.Destination
-	if dc := in.DestinationConfig; dc != nil {
-		if len(dc.Services) == 0 {
-			return nil, required("destinationConfig.services (at least one service name)")
-		}
-		dest = &tunnel.Destination{Services: dc.Services}
-		if dc.ThingName != nil {
-			if !tunnel.ValidName(*dc.ThingName) {
-				return nil, errInvalid("destinationConfig.thingName %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", *dc.ThingName)
-			}
-			dest.ThingName = *dc.ThingName
-		}
+	dest, err := destination(in.DestinationConfig)
+	if err != nil {
+		return nil, err
 	}
 	// A tunnel whose lifetime ended is closed first, as DescribeTunnel
 	// would show it.

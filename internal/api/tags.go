@@ -1,11 +1,8 @@
 package api
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -51,51 +48,32 @@ func validTagKey(member, k string) error {
 	return nil
 }
 
-// tagList is a TagList as a request carries it, where both members of a tag
-// are required (a value may be empty, but not left out).
-type tagList []tunnel.Tag
-
-func (l *tagList) UnmarshalJSON(b []byte) error {
-	if string(bytes.TrimSpace(b)) == "null" {
+// domainTags converts the API's tags to the domain's.
+func domainTags(tags []tunnelapi.Tag) []tunnel.Tag {
+	if tags == nil {
 		return nil
 	}
-	var raw []struct {
-		Key   *string `json:"key"`
-		Value *string `json:"value"`
+	out := make([]tunnel.Tag, len(tags))
+	for i, t := range tags {
+		out[i] = tunnel.Tag(t)
 	}
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	tags := make(tagList, len(raw))
-	for i, t := range raw {
-		if t.Key == nil {
-			return required(fmt.Sprintf("tags[%d].key", i))
-		}
-		if t.Value == nil {
-			return errInvalid("tags[%d].value is required (tag %q): give an empty string for a tag without a value", i, *t.Key)
-		}
-		tags[i] = tunnel.Tag{Key: *t.Key, Value: *t.Value}
-	}
-	*l = tags
-	return nil
+	return out
 }
 
 func (a *API) tagResource(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		ResourceARN *string `json:"resourceArn"`
-		Tags        tagList `json:"tags"`
-	}
+	var in tunnelapi.TagResourceInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
 	if in.Tags == nil {
 		return nil, required("tags")
 	}
-	if err := validTags(in.Tags); err != nil {
+	newTags := domainTags(in.Tags)
+	if err := validTags(newTags); err != nil {
 		return nil, err
 	}
-	return tunnelapi.TagResourceOutput{}, a.updateTags(ctx, c.account.ID, in.ResourceARN, func(tags []tunnel.Tag) ([]tunnel.Tag, error) {
-		for _, nt := range in.Tags {
+	return tunnelapi.TagResourceOutput{}, a.updateTags(ctx, c.account.ID, in.ResourceArn, func(tags []tunnel.Tag) ([]tunnel.Tag, error) {
+		for _, nt := range newTags {
 			i := indexTag(tags, nt.Key)
 			if i < 0 {
 				tags = append(tags, nt)
@@ -111,10 +89,7 @@ func (a *API) tagResource(ctx context.Context, c *call) (any, error) {
 }
 
 func (a *API) untagResource(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		ResourceARN *string  `json:"resourceArn"`
-		TagKeys     []string `json:"tagKeys"`
-	}
+	var in tunnelapi.UntagResourceInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -129,7 +104,7 @@ func (a *API) untagResource(ctx context.Context, c *call) (any, error) {
 			return nil, err
 		}
 	}
-	return tunnelapi.UntagResourceOutput{}, a.updateTags(ctx, c.account.ID, in.ResourceARN, func(tags []tunnel.Tag) ([]tunnel.Tag, error) {
+	return tunnelapi.UntagResourceOutput{}, a.updateTags(ctx, c.account.ID, in.ResourceArn, func(tags []tunnel.Tag) ([]tunnel.Tag, error) {
 		for _, k := range in.TagKeys {
 			if i := indexTag(tags, k); i >= 0 {
 				tags = append(tags[:i], tags[i+1:]...)
@@ -140,13 +115,11 @@ func (a *API) untagResource(ctx context.Context, c *call) (any, error) {
 }
 
 func (a *API) listTagsForResource(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		ResourceARN *string `json:"resourceArn"`
-	}
+	var in tunnelapi.ListTagsForResourceInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
-	t, err := a.tunnelOfARN(ctx, c.account.ID, in.ResourceARN)
+	t, err := a.tunnelOfARN(ctx, c.account.ID, in.ResourceArn)
 	if err != nil {
 		return nil, err
 	}

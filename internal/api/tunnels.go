@@ -29,30 +29,12 @@ func (a *API) tunnelOps() map[string]jsonOp {
 	}
 }
 
-// Request shapes of the IoTSecuredTunneling model, with pointers where the
-// server tells a missing member from an empty one; the responses are
-// tunnelapi's.
-type (
-	destinationConfig struct {
-		ThingName *string  `json:"thingName,omitempty"`
-		Services  []string `json:"services"`
-	}
-	timeoutConfig struct {
-		MaxLifetimeTimeoutMinutes *int `json:"maxLifetimeTimeoutMinutes,omitempty"`
-	}
-)
-
 func (a *API) openTunnel(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		Description       *string            `json:"description"`
-		Tags              tagList            `json:"tags"`
-		DestinationConfig *destinationConfig `json:"destinationConfig"`
-		TimeoutConfig     *timeoutConfig     `json:"timeoutConfig"`
-	}
+	var in tunnelapi.OpenTunnelInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
-	p, err := openParams(in.Description, in.Tags, in.DestinationConfig, in.TimeoutConfig)
+	p, err := openParams(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -102,34 +84,30 @@ func (a *API) ownerExists(ctx context.Context, t tunnel.Tunnel) error {
 
 // openParams checks OpenTunnel's members the domain's Validate does not
 // (presence, explicit zero values, tag patterns) and builds its params.
-func openParams(desc *string, tags []tunnel.Tag, dc *destinationConfig, tc *timeoutConfig) (tunnel.OpenParams, error) {
+func openParams(in *tunnelapi.OpenTunnelInput) (tunnel.OpenParams, error) {
 	var p tunnel.OpenParams
 	// Without destinationConfig the tunnel has no thing and no services
 	// until RotateTunnelAccessToken gives it them.
-	if dc != nil {
-		if len(dc.Services) == 0 {
-			return p, required("destinationConfig.services (at least one service name)")
-		}
-		p.Services = dc.Services
-		if dc.ThingName != nil {
-			if !tunnel.ValidName(*dc.ThingName) {
-				return p, errInvalid("destinationConfig.thingName %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", *dc.ThingName)
-			}
-			p.ThingName = *dc.ThingName
-		}
+	dest, err := destination(in.DestinationConfig)
+	if err != nil {
+		return p, err
 	}
-	if desc != nil {
-		if !tunnel.ValidDescription(*desc) {
+	if dest != nil {
+		p.ThingName, p.Services = dest.ThingName, dest.Services
+	}
+	if in.Description != nil {
+		if !tunnel.ValidDescription(*in.Description) {
 			return p, errInvalid("description must be 1 to %d characters, none of them control characters", tunnel.MaxDescription)
 		}
-		p.Description = *desc
+		p.Description = *in.Description
 	}
-	if tc != nil && tc.MaxLifetimeTimeoutMinutes != nil {
+	if tc := in.TimeoutConfig; tc != nil && tc.MaxLifetimeTimeoutMinutes != nil {
 		if err := intRange("timeoutConfig.maxLifetimeTimeoutMinutes", tc.MaxLifetimeTimeoutMinutes, 1, tunnel.MaxLifetimeMinutes); err != nil {
 			return p, err
 		}
-		p.LifetimeMinutes = *tc.MaxLifetimeTimeoutMinutes
+		p.LifetimeMinutes = int(*tc.MaxLifetimeTimeoutMinutes)
 	}
+	tags := domainTags(in.Tags)
 	if err := validTags(tags); err != nil {
 		return p, err
 	}
@@ -137,11 +115,27 @@ func openParams(desc *string, tags []tunnel.Tag, dc *destinationConfig, tc *time
 	return p, p.Validate()
 }
 
-func (a *API) closeTunnel(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		TunnelID *string `json:"tunnelId"`
-		Delete   *bool   `json:"delete"`
+// destination checks a destinationConfig member (OpenTunnel's, and
+// RotateTunnelAccessToken's); nil stays nil.
+func destination(dc *tunnelapi.DestinationConfig) (*tunnel.Destination, error) {
+	if dc == nil {
+		return nil, nil
 	}
+	if len(dc.Services) == 0 {
+		return nil, required("destinationConfig.services (at least one service name)")
+	}
+	d := &tunnel.Destination{Services: dc.Services}
+	if dc.ThingName != nil {
+		if !tunnel.ValidName(*dc.ThingName) {
+			return nil, errInvalid("destinationConfig.thingName %q must be 1 to 128 characters of a-z A-Z 0-9 : _ -", *dc.ThingName)
+		}
+		d.ThingName = *dc.ThingName
+	}
+	return d, nil
+}
+
+func (a *API) closeTunnel(ctx context.Context, c *call) (any, error) {
+	var in tunnelapi.CloseTunnelInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -178,9 +172,7 @@ func (a *API) closeTunnel(ctx context.Context, c *call) (any, error) {
 }
 
 func (a *API) describeTunnel(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		TunnelID *string `json:"tunnelId"`
-	}
+	var in tunnelapi.DescribeTunnelInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -192,11 +184,7 @@ func (a *API) describeTunnel(ctx context.Context, c *call) (any, error) {
 }
 
 func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
-	var in struct {
-		ThingName  *string `json:"thingName"`
-		MaxResults *int    `json:"maxResults"`
-		NextToken  *string `json:"nextToken"`
-	}
+	var in tunnelapi.ListTunnelsInput
 	if err := decodeJSON(c.body, &in); err != nil {
 		return nil, err
 	}
@@ -212,7 +200,7 @@ func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
 	}
 	limit := defaultTunnelsPage
 	if in.MaxResults != nil {
-		limit = *in.MaxResults
+		limit = int(*in.MaxResults)
 	}
 	after, err := a.tunnelsCursor(in.NextToken)
 	if err != nil {
@@ -317,7 +305,10 @@ func describe(t tunnel.Tunnel) *tunnelapi.Tunnel {
 		d.Tags = append(d.Tags, tunnelapi.Tag(tag))
 	}
 	if len(t.Services) > 0 || t.ThingName != "" {
-		d.DestinationConfig = &tunnelapi.DestinationConfig{ThingName: t.ThingName, Services: t.Services}
+		d.DestinationConfig = &tunnelapi.DestinationConfig{Services: t.Services}
+		if t.ThingName != "" {
+			d.DestinationConfig.ThingName = &t.ThingName
+		}
 	}
 	return d
 }

@@ -196,11 +196,7 @@ func TestTunnelValidation(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := f.callJSON(t, tc.op, tc.body)
-			status := http.StatusBadRequest
-			if tc.code == codeNotImplemented {
-				status = http.StatusNotImplemented
-			}
-			wantError(t, r, status, tc.code)
+			wantError(t, r, http.StatusBadRequest, tc.code)
 			if !strings.Contains(r.Message, tc.inMessage) {
 				t.Errorf("message %q does not mention %q", r.Message, tc.inMessage)
 			}

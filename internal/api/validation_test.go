@@ -79,8 +79,8 @@ func TestTunnelConstraintBounds(t *testing.T) {
 		{"tag value 256", "OpenTunnel", openWith(`"tags":[{"key":"k","value":"` + strings.Repeat("v", 256) + `"}]`), "", ""},
 		{"tag value 257", "OpenTunnel", openWith(`"tags":[{"key":"k","value":"` + strings.Repeat("v", 257) + `"}]`), codeValidation, "value"},
 		{"tag value pattern", "OpenTunnel", openWith(`"tags":[{"key":"k","value":"a*b"}]`), codeValidation, "value"},
-		{"tag without value", "OpenTunnel", openWith(`"tags":[{"key":"k"}]`), codeValidation, "tags[0].value"},
-		{"tag without key", "OpenTunnel", openWith(`"tags":[{"value":"v"}]`), codeValidation, "tags[0].key"},
+		{"tag without value", "OpenTunnel", openWith(`"tags":[{"key":"k"}]`), codeValidation, `tags: tag "k": value is required`},
+		{"tag without key", "OpenTunnel", openWith(`"tags":[{"value":"v"}]`), codeValidation, "tags: a tag: key is required"},
 		{"tag key twice", "OpenTunnel", openWith(`"tags":[{"key":"k","value":"a"},{"key":"k","value":"b"}]`), codeValidation, "twice"},
 		// tunnelId 1..128 of [a-zA-Z0-9_\-+=:].
 		{"tunnelId 128", "DescribeTunnel", `{"tunnelId":"` + strings.Repeat("a", 128) + `"}`, codeNotFound, "does not exist"},

@@ -285,6 +285,10 @@ func (a *Account) Wait(ctx context.Context, d Direction, n int) error {
 type pacer struct {
 	total atomic.Int64 // bytes through, for the rates
 	waits atomic.Int64 // times a waiter slept since the last sample
+	// waited and waitedNanos count every frame that waited for the limit
+	// and how long, since the pacer was made (for metrics).
+	waited      atomic.Int64
+	waitedNanos atomic.Int64
 
 	turn chan struct{} // a token while someone holds the turn
 
@@ -334,7 +338,7 @@ func (p *pacer) wait(ctx context.Context, n int, now func() time.Time) error {
 		return ctx.Err()
 	}
 	defer func() { <-p.turn }()
-	slept := false
+	var slept time.Time // zero: did not sleep
 	for {
 		p.mu.Lock()
 		p.refill(now())
@@ -345,15 +349,19 @@ func (p *pacer) wait(ctx context.Context, n int, now func() time.Time) error {
 			p.tokens -= float64(n)
 			p.mu.Unlock()
 			p.total.Add(int64(n))
-			if slept {
+			if !slept.IsZero() {
 				p.waits.Add(1)
+				p.waited.Add(1)
+				p.waitedNanos.Add(int64(now().Sub(slept)))
 			}
 			return nil
 		}
 		d := time.Duration(-p.tokens / p.rate * float64(time.Second))
 		changed := p.changed
 		p.mu.Unlock()
-		slept = true
+		if slept.IsZero() {
+			slept = now()
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -423,4 +431,37 @@ func (l *Limiter) sample() {
 			}
 		}
 	}
+}
+
+// AccountStats is what an account's pacers have seen since the account's
+// first live peer (an account idle for a minute is forgotten, and starts
+// again from zero). Index 0 of the arrays is source to destination, 1
+// destination to source.
+type AccountStats struct {
+	ID    string
+	Limit int64 // in force, bytes per second; 0 unlimited
+	Bytes [2]int64
+	// Waits is how many frames waited for the limit, and Waited how long
+	// they waited in all.
+	Waits  [2]int64
+	Waited [2]time.Duration
+}
+
+// Stats returns the statistics of the accounts the limiter holds: those
+// with live peers, and for a minute after their last one left.
+func (l *Limiter) Stats() []AccountStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]AccountStats, 0, len(l.accounts))
+	for id, a := range l.accounts {
+		s := AccountStats{ID: id, Limit: a.Limit()}
+		for d := range a.dirs {
+			p := &a.dirs[d]
+			s.Bytes[d] = p.total.Load()
+			s.Waits[d] = p.waited.Load()
+			s.Waited[d] = time.Duration(p.waitedNanos.Load())
+		}
+		out = append(out, s)
+	}
+	return out
 }

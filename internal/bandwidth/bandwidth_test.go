@@ -202,3 +202,35 @@ func TestPacingLoggedOnce(t *testing.T) {
 		t.Fatalf("logs:\n%s", out)
 	}
 }
+
+// Stats counts an account's bytes, and the frames that waited for its limit
+// and how long, per direction.
+func TestStatsCountWaits(t *testing.T) {
+	const limit = 100_000
+	l := newLimiter(t, Config{Default: limit})
+	a := l.Acquire(context.Background(), "acct")
+	defer l.Release(a)
+	// The burst (20 KB) and the slack pass at once; 30 KB more wait about
+	// 0.2 s.
+	start := time.Now()
+	for range 10 {
+		if err := a.Wait(context.Background(), ToDestination, 5000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	el := time.Since(start)
+	st := l.Stats()
+	if len(st) != 1 || st[0].ID != "acct" || st[0].Limit != limit {
+		t.Fatalf("stats %+v", st)
+	}
+	s := st[0]
+	if s.Bytes != [2]int64{50_000, 0} {
+		t.Fatalf("bytes %v, want 50000 to the destination", s.Bytes)
+	}
+	if s.Waits[ToDestination] < 1 || s.Waits[ToSource] != 0 {
+		t.Fatalf("waits %v, want some to the destination only", s.Waits)
+	}
+	if w := s.Waited[ToDestination]; w < 100*time.Millisecond || w > el {
+		t.Fatalf("waited %v in %v", w, el)
+	}
+}

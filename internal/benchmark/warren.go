@@ -129,7 +129,7 @@ func startWarren(ctx context.Context, exe, localProxy, dir string, targets map[s
 		if w.dst.exited() || w.src.exited() {
 			return true
 		}
-		d, err := w.tc.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: tun.TunnelID})
+		d, err := w.tc.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: aws.String(tun.TunnelID)})
 		return err == nil && connected(d.Tunnel.SourceConnectionState) && connected(d.Tunnel.DestinationConnectionState)
 	})
 	for _, c := range []*child{w.dst, w.src} {
@@ -152,8 +152,8 @@ func startWarren(ctx context.Context, exe, localProxy, dir string, targets map[s
 
 func (w *warrenPath) openTunnel(ctx context.Context, services []string) (*tunnelapi.OpenTunnelOutput, error) {
 	out, err := w.tc.OpenTunnel(ctx, &tunnelapi.OpenTunnelInput{
-		Description:       "warren bench",
-		DestinationConfig: &tunnelapi.DestinationConfig{ThingName: benchThing, Services: services},
+		Description:       aws.String("warren bench"),
+		DestinationConfig: &tunnelapi.DestinationConfig{ThingName: aws.String(benchThing), Services: services},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open tunnel: %w", err)

@@ -105,8 +105,8 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 	}
 	tc := admin.NewTunnelClient(awsCfg)
 	out, err := tc.OpenTunnel(ctx, &tunnelapi.OpenTunnelInput{
-		Description:       "warren demo",
-		DestinationConfig: &tunnelapi.DestinationConfig{ThingName: thing, Services: services},
+		Description:       aws.String("warren demo"),
+		DestinationConfig: &tunnelapi.DestinationConfig{ThingName: aws.String(thing), Services: services},
 	})
 	if err != nil {
 		return t, fmt.Errorf("open tunnel: %w", err)
@@ -167,7 +167,7 @@ func OpenTunnel(ctx context.Context, cfg TunnelConfig) (_ *Tunnel, err error) {
 	// refused; wait until DescribeTunnel shows both sides connected,
 	// asking no faster than the server's default API rate (20/s).
 	for {
-		d, err := tc.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: t.ID})
+		d, err := tc.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: aws.String(t.ID)})
 		if err != nil {
 			return t, fmt.Errorf("describe tunnel: %w", err)
 		}
@@ -194,9 +194,9 @@ func connected(s *tunnelapi.ConnectionState) bool {
 // update-account (tunnel.BandwidthDefault: back to the server's default; 0:
 // unlimited).
 func (t *Tunnel) SetBandwidth(ctx context.Context, limit int64) error {
-	_, err := admin.NewAccountClient(t.aws).UpdateAccount(ctx, &admin.UpdateAccountInput{
-		AccountID:      t.srv.Admin().ID,
-		BandwidthLimit: limit,
+	_, err := admin.NewAccountClient(t.aws).UpdateAccount(ctx, &tunnelapi.UpdateAccountInput{
+		AccountID:      aws.String(t.srv.Admin().ID),
+		BandwidthLimit: &limit,
 	})
 	return err
 }

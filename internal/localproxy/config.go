@@ -79,7 +79,12 @@ type Config struct {
 	Protocol        Protocol
 	WebProxy        *url.URL // HTTPS_PROXY: an http:// proxy to reach the relay through
 	Settings        Settings
-	Logger          *slog.Logger
+	// PartialMapping (destination only) lets Services name only some of the
+	// tunnel's services, at least one: the others are refused, a start for
+	// one answered with a reset, instead of Run ending with
+	// ErrServiceMismatch. The device agent sets it.
+	PartialMapping bool
+	Logger         *slog.Logger
 	// Ready, if set, is called once the tunnel's service ids arrived and the
 	// proxy is ready: in source mode with service id -> listen address, in
 	// destination mode with service id -> target. It must not block.

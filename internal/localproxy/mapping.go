@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -24,6 +25,12 @@ func (e *engine) resolve(ids []string) error {
 		if _, unnamed := e.mapping[""]; unnamed && len(ids) == 0 {
 			return nil // still a tunnel without services
 		}
+		if e.cfg.PartialMapping && e.cfg.Mode == ModeDestination {
+			m, err := e.partial(e.mapping, ids)
+			if err != nil || len(m) == len(e.mapping) {
+				return err
+			}
+		}
 		return sameServices(e.mapping, ids)
 	}
 	m := e.mapping
@@ -43,6 +50,11 @@ func (e *engine) resolve(ids []string) error {
 		if m, err = e.mappingFromFiles(ids); err != nil {
 			return err
 		}
+	case e.cfg.PartialMapping && e.cfg.Mode == ModeDestination:
+		var err error
+		if m, err = e.partial(m, ids); err != nil {
+			return err
+		}
 	default:
 		if err := sameServices(m, ids); err != nil {
 			return err
@@ -51,6 +63,28 @@ func (e *engine) resolve(ids []string) error {
 	e.mapping = m
 	e.resolved = true
 	return nil
+}
+
+// partial keeps the mapped services the tunnel has (at least one) for a
+// destination with Config.PartialMapping; the tunnel's other services are
+// refused, each of their starts answered with a reset.
+func (e *engine) partial(m map[string]string, ids []string) (map[string]string, error) {
+	served := map[string]string{}
+	var refused []string
+	for _, id := range ids {
+		if ep, ok := m[id]; ok {
+			served[id] = ep
+		} else {
+			refused = append(refused, id)
+		}
+	}
+	if len(served) == 0 {
+		return nil, sameServices(m, ids)
+	}
+	if len(refused) > 0 {
+		e.log.Warn("the tunnel has services without a mapping; refusing them", "services", refused)
+	}
+	return served, nil
 }
 
 // resolveWithoutServiceIDs completes the mapping for a V1 relay, which sends
@@ -95,27 +129,9 @@ func dedupe(ids []string) []string {
 // mappingFromFiles looks the tunnel's services up in the configuration
 // files; the first file that names a service wins.
 func (e *engine) mappingFromFiles(ids []string) (map[string]string, error) {
-	m := map[string]string{}
-	for _, f := range e.cfg.ConfigFiles {
-		if len(m) == len(ids) {
-			break
-		}
-		kv, err := readMappingFile(f)
-		if err != nil {
-			e.log.Warn("skipping configuration file", "file", f, "err", err)
-			continue
-		}
-		for _, id := range ids {
-			if _, done := m[id]; done {
-				continue
-			}
-			if ep, ok := kv[id]; ok {
-				if err := ValidateMappingEndpoint(ep, e.cfg.Mode); err != nil {
-					return nil, fmt.Errorf("configuration file %s: service %s: %w", f, id, err)
-				}
-				m[id] = ep
-			}
-		}
+	m, err := MappingFromFiles(e.cfg.ConfigFiles, ids, e.cfg.Mode, e.log)
+	if err != nil {
+		return nil, err
 	}
 	var missing []string
 	for _, id := range ids {
@@ -129,6 +145,36 @@ func (e *engine) mappingFromFiles(ids []string) (map[string]string, error) {
 		}
 		for _, id := range missing {
 			m[id] = "0" // listen on a free port
+		}
+	}
+	return m, nil
+}
+
+// MappingFromFiles looks services ids up in --config-dir files (ini files
+// of SERVICE=ENDPOINT lines) and returns the ones found; the first file that
+// names a service wins. A file that does not parse is skipped with a
+// warning on log; an endpoint that is not valid for mode is an error.
+func MappingFromFiles(files, ids []string, mode Mode, log *slog.Logger) (map[string]string, error) {
+	m := map[string]string{}
+	for _, f := range files {
+		if len(m) == len(ids) {
+			break
+		}
+		kv, err := readMappingFile(f)
+		if err != nil {
+			log.Warn("skipping configuration file", "file", f, "err", err)
+			continue
+		}
+		for _, id := range ids {
+			if _, done := m[id]; done {
+				continue
+			}
+			if ep, ok := kv[id]; ok {
+				if err := ValidateMappingEndpoint(ep, mode); err != nil {
+					return nil, fmt.Errorf("configuration file %s: service %s: %w", f, id, err)
+				}
+				m[id] = ep
+			}
 		}
 	}
 	return m, nil

@@ -60,6 +60,46 @@ func TestResolveServices(t *testing.T) {
 	}
 }
 
+// TestResolvePartialMapping: with Config.PartialMapping a destination serves
+// the mapped services the tunnel has and refuses its others.
+func TestResolvePartialMapping(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mode    Mode
+		mapping map[string]string
+		ids     []string
+		want    map[string]string
+		fail    bool
+	}{
+		{"an unmapped service is refused", ModeDestination, map[string]string{"HTTP": "1"}, []string{"SSH", "HTTP"}, map[string]string{"HTTP": "1"}, false},
+		{"a mapped service the tunnel lacks is dropped", ModeDestination, map[string]string{"HTTP": "1", "SSH": "2"}, []string{"SSH"}, map[string]string{"SSH": "2"}, false},
+		{"none mapped", ModeDestination, map[string]string{"HTTP": "1"}, []string{"SSH"}, nil, true},
+		{"only for destinations", ModeSource, map[string]string{"HTTP": "1"}, []string{"HTTP", "SSH"}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &engine{cfg: Config{Mode: tc.mode, PartialMapping: true}, log: slog.New(slog.DiscardHandler), mapping: tc.mapping}
+			err := e.resolve(tc.ids)
+			if tc.fail {
+				if !errors.Is(err, ErrServiceMismatch) {
+					t.Fatalf("resolve = %v, want ErrServiceMismatch", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want(t, e.mapping, tc.want)
+			// A reconnect may bring another unmapped service, not lose a served one.
+			if err := e.resolve(append(tc.ids, "NEW")); err != nil {
+				t.Errorf("a reconnect with another unmapped service: %v", err)
+			}
+			if err := e.resolve([]string{"OTHER"}); !errors.Is(err, ErrServiceMismatch) {
+				t.Errorf("a reconnect without the served services accepted: %v", err)
+			}
+		})
+	}
+}
+
 func want[T any](t *testing.T, got, exp T) {
 	t.Helper()
 	if !reflect.DeepEqual(got, exp) {

@@ -1,6 +1,7 @@
 package localproxy
 
 import (
+	"strings"
 	"time"
 
 	"github.com/warrentunnel/warren/internal/wire"
@@ -115,4 +116,14 @@ func (s Settings) withDefaults() Settings {
 		s.Window = s.QueueBytes * 3 / 4
 	}
 	return s
+}
+
+// RegionEndpoint is the relay endpoint of an AWS region: its override, or
+// EndpointFormat with the region in place of %s.
+func (s Settings) RegionEndpoint(region string) string {
+	s = s.withDefaults()
+	if ep, ok := s.RegionEndpointOverrides[region]; ok {
+		return ep
+	}
+	return strings.Replace(s.EndpointFormat, "%s", region, 1)
 }

@@ -39,8 +39,10 @@ type Config struct {
 	Listen     string          // host:port of the MQTT over TLS listener
 	ServerCert tls.Certificate // the broker's certificate (the HTTPS listener's)
 	DeviceCAs  *x509.CertPool  // the CAs that sign device certificates
-	Identities Identities
-	Logger     *slog.Logger
+	// CipherSuites are the TLS 1.2 suites accepted (nil: Go's defaults).
+	CipherSuites []uint16
+	Identities   Identities
+	Logger       *slog.Logger
 	// ConnectTimeout bounds the time from a connection's accept to its
 	// CONNECT packet, TLS handshake included (default 10 s); mochi's
 	// keepalive deadline takes over from there. Without it a client that
@@ -82,6 +84,7 @@ func New(cfg Config) (*Broker, error) {
 		Certificates: []tls.Certificate{cfg.ServerCert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    cfg.DeviceCAs,
+		CipherSuites: cfg.CipherSuites,
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second

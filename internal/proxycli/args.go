@@ -57,7 +57,7 @@ func ParseArgs(args []string, env func(string) string) (Options, error) {
 	if env == nil {
 		env = func(string) string { return "" }
 	}
-	cli, err := parseCommandLine(args)
+	cli, err := options.parseCommandLine(args)
 	if err != nil {
 		return Options{}, err
 	}
@@ -86,7 +86,7 @@ func ParseArgs(args []string, env func(string) string) (Options, error) {
 
 	vals := cli
 	if p, ok := cli["config"]; ok {
-		file, err := parseConfigFile(p)
+		file, err := options.parseConfigFile(p)
 		if err != nil {
 			return Options{}, err
 		}

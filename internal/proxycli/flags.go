@@ -18,7 +18,10 @@ type option struct {
 	help        string
 }
 
-var options = []option{
+// optionSet is a program's options: the local proxy's, or the agent's.
+type optionSet []option
+
+var options = optionSet{
 	{"help", "h", true, "show this help and exit"},
 	{"version", "V", true, "show the version and exit"},
 	{"access-token", "t", false, "access token of the tunnel side (or " + envAccessToken + ")"},
@@ -42,7 +45,11 @@ var options = []option{
 // Usage writes the option summary.
 func Usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: localproxy [options]\n\nOptions:\n")
-	for _, o := range options {
+	options.usage(w)
+}
+
+func (opts optionSet) usage(w io.Writer) {
+	for _, o := range opts {
 		name := "--" + o.long
 		if o.short != "" {
 			name = "-" + o.short + ", " + name
@@ -54,9 +61,9 @@ func Usage(w io.Writer) {
 	}
 }
 
-func lookupLong(name string) (option, error) {
+func (opts optionSet) lookupLong(name string) (option, error) {
 	var found []option
-	for _, o := range options {
+	for _, o := range opts {
 		if o.long == name {
 			return o, nil
 		}
@@ -73,8 +80,8 @@ func lookupLong(name string) (option, error) {
 	return option{}, fmt.Errorf("option '--%s' is ambiguous", name)
 }
 
-func lookupShort(c string) (option, error) {
-	for _, o := range options {
+func (opts optionSet) lookupShort(c string) (option, error) {
+	for _, o := range opts {
 		if o.short == c {
 			return o, nil
 		}
@@ -83,7 +90,7 @@ func lookupShort(c string) (option, error) {
 }
 
 // parseCommandLine returns option values by long name ("true" for flags).
-func parseCommandLine(args []string) (map[string]string, error) {
+func (opts optionSet) parseCommandLine(args []string) (map[string]string, error) {
 	vals := map[string]string{}
 	set := func(o option, v string) error {
 		if _, dup := vals[o.long]; dup {
@@ -102,7 +109,7 @@ func parseCommandLine(args []string) (map[string]string, error) {
 			return vals, nil
 		case strings.HasPrefix(a, "--"):
 			name, v, hasVal := strings.Cut(a[2:], "=")
-			o, err := lookupLong(name)
+			o, err := opts.lookupLong(name)
 			if err != nil {
 				return nil, err
 			}
@@ -126,7 +133,7 @@ func parseCommandLine(args []string) (map[string]string, error) {
 			// takes a value takes the rest of the word (-v6) or the next one.
 			rest := a[1:]
 			for rest != "" {
-				o, err := lookupShort(rest[:1])
+				o, err := opts.lookupShort(rest[:1])
 				if err != nil {
 					return nil, err
 				}
@@ -159,7 +166,7 @@ func parseCommandLine(args []string) (map[string]string, error) {
 
 // parseConfigFile reads "name = value" lines (the official --config format:
 // long option names, '#' comments, [section] prefixes).
-func parseConfigFile(path string) (map[string]string, error) {
+func (opts optionSet) parseConfigFile(path string) (map[string]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
@@ -184,7 +191,7 @@ func parseConfigFile(path string) (map[string]string, error) {
 		}
 		name = section + strings.TrimSpace(name)
 		v = strings.TrimSpace(v)
-		o, err := lookupLong(name)
+		o, err := opts.lookupLong(name)
 		if err != nil || o.long != name {
 			return nil, fmt.Errorf("config file %s line %d: unrecognised option %q", path, n+1, name)
 		}

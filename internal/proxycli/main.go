@@ -3,7 +3,8 @@
 // owns the parsing that makes a localproxy.Config: options from the command
 // line, a --config file and the environment (ParseArgs), the --settings-json
 // and --export-default-settings files, the listing of --config-dir and the
-// HTTPS_PROXY web proxy. It does not own anything the engine does at run
+// HTTPS_PROXY web proxy, and the device agent's command line (`localproxy
+// agent`, around package agent). It does not own anything the engine does at run
 // time, such as reading the --config-dir files when the tunnel's service ids
 // arrive. cmd/localproxy and warren's re-executed benchmark processes both
 // run Main.
@@ -24,7 +25,11 @@ import (
 
 // Main runs the local proxy with command-line args (without the program
 // name) and environment env until ctx is done, and returns its exit status.
+// A first argument "agent" runs the device agent instead (see agentMain).
 func Main(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == AgentCommand {
+		return agentMain(ctx, args[1:], env, stdout, stderr)
+	}
 	cfg, err := ParseArgs(args, env)
 	switch {
 	case errors.Is(err, ErrHelp):

@@ -18,10 +18,7 @@ import (
 
 // regionEndpoint is the relay endpoint of an AWS region (-r).
 func regionEndpoint(s localproxy.Settings, region string) string {
-	if ep, ok := s.RegionEndpointOverrides[region]; ok {
-		return ep
-	}
-	return strings.Replace(s.EndpointFormat, "%s", region, 1)
+	return s.RegionEndpoint(region)
 }
 
 const keyPrefix = "tunneling.proxy."

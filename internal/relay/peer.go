@@ -165,11 +165,13 @@ func (p *peer) logEnd(err error) {
 	var v *violation
 	switch {
 	case errors.As(err, &v):
-		p.r.stats.violations.Add(1)
+		p.r.stats.disconnected(reasonViolation)
 		p.log.Warn("relay: peer closed for a protocol violation", "reason", v.reason)
 	case p.stopReason != "":
+		p.r.stats.disconnected(p.stopReason)
 		p.log.Info("relay: peer disconnected", "reason", p.stopReason)
 	default:
+		p.r.stats.disconnected("")
 		p.log.Info("relay: peer disconnected", "reason", err.Error())
 	}
 }
@@ -277,7 +279,7 @@ func (p *peer) forward(f *framepool.Buf, m *wire.Message) error {
 	}
 	switch {
 	case err == nil:
-		p.r.stats.forwardedFrames.Add(1)
+		p.r.stats.forwarded(p.side, n)
 		p.batch = other.flush(p.batch)
 		return nil
 	case errors.Is(err, fairq.ErrClosed):

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -110,17 +109,6 @@ type Relay struct {
 	wg sync.WaitGroup // every goroutine the relay runs or runs in
 
 	stats counters
-}
-
-// counters count what the relay drops and why; atomics, for metrics.
-type counters struct {
-	violations      atomic.Int64 // peers closed for breaking the protocol
-	droppedFrames   atomic.Int64 // frames for an absent peer
-	droppedBytes    atomic.Int64
-	forwardedFrames atomic.Int64
-	peersEnded      atomic.Int64 // connections fully cleaned up after
-	refusedStarts   atomic.Int64 // starts past the tunnel's connection limit
-	throttled       atomic.Int64 // handshakes refused for their address's failures
 }
 
 // New returns a Relay.
@@ -230,6 +218,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 // reject answers a refused handshake with its status and a plain-text body.
 func (r *Relay) reject(w http.ResponseWriter, req *http.Request, channelID string, mode tunnel.Mode, e *handshakeError) {
+	r.stats.handshake(resultOf(e.status))
 	r.log.Info("relay: handshake rejected", "status", e.status, "reason", e.msg, "mode", string(mode),
 		"remote", req.RemoteAddr, "channel", channelID)
 	w.Header()[channelIDHeader] = []string{channelID}
@@ -268,15 +257,15 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 		// Drop without close frame: a close frame makes the official proxy
 		// exit for good. Wait until the other peer has its stream resets,
 		// so that they arrive before anything from the new peer.
-		old.stop(0, "replaced by a new connection")
+		old.stop(0, reasonReplaced)
 		<-old.detached
 	}
 	closed, dropped := ts.register(p, now, t.ExpiresAt(), func() { r.expire(ts) })
 	switch {
 	case dropped:
-		p.stop(0, "relay is shutting down")
+		p.stop(0, reasonShutdown)
 	case closed:
-		p.stop(websocket.CloseNormalClosure, "tunnel closed")
+		p.stop(websocket.CloseNormalClosure, reasonTunnelClosed)
 	}
 
 	hdr := http.Header{}
@@ -285,9 +274,11 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 	conn, err := r.upgrader.Upgrade(w, req, hdr)
 	if err != nil {
 		close(p.writerDone) // no writer was started
+		r.stats.handshake(resultUpgradeFailed)
 		return p, fmt.Errorf("upgrade: %w", err)
 	}
 	p.attach(conn)
+	r.stats.handshake(resultOK)
 	r.wg.Add(1)
 	go p.writeLoop()
 	p.writable.Store(true)
@@ -410,7 +401,7 @@ func (r *Relay) expire(ts *tunnelState) {
 		r.log.Error("relay: close expired tunnel", "tunnel", ts.id, "err", err)
 	}
 	r.log.Info("relay: tunnel lifetime reached; closing its connections", "tunnel", ts.id)
-	ts.closeAll(websocket.CloseNormalClosure, "tunnel closed", false)
+	ts.closeAll(websocket.CloseNormalClosure, reasonTunnelClosed, false)
 }
 
 // CloseTunnel ends the connections of a tunnel that was closed: both peers
@@ -418,7 +409,7 @@ func (r *Relay) expire(ts *tunnelState) {
 // reconnecting), then their connections are closed.
 func (r *Relay) CloseTunnel(tunnelID string) {
 	if ts := r.lookup(tunnelID); ts != nil {
-		ts.closeAll(websocket.CloseNormalClosure, "tunnel closed", false)
+		ts.closeAll(websocket.CloseNormalClosure, reasonTunnelClosed, false)
 	}
 }
 
@@ -441,7 +432,7 @@ func (r *Relay) RotateTunnel(tunnelID string, modes ...tunnel.Mode) {
 		p := ts.peer(sd)
 		ts.admitting[sd].Unlock()
 		if p != nil {
-			p.stop(websocket.CloseNormalClosure, "access token rotated")
+			p.stop(websocket.CloseNormalClosure, reasonRotated)
 		}
 	}
 }
@@ -470,7 +461,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	r.mu.Unlock()
 	for _, ts := range states {
 		ts.stopTimer()
-		ts.closeAll(0, "relay is shutting down", true)
+		ts.closeAll(0, reasonShutdown, true)
 	}
 	done := make(chan struct{})
 	go func() {

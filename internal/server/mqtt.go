@@ -47,7 +47,7 @@ func (s *Server) prepareMQTT() error {
 			return err
 		}
 		s.broker, err = mqttbroker.New(mqttbroker.Config{
-			Listen: m.Listen, ServerCert: cert, DeviceCAs: ca.pool(), Identities: s.store,
+			Listen: m.Listen, ServerCert: cert, DeviceCAs: ca.pool(), CipherSuites: tlsCipherSuites(), Identities: s.store,
 			Logger: s.log.With("component", "mqtt"),
 		})
 		if err != nil {

@@ -1,7 +1,8 @@
 // Package server assembles `warren serve`: the data directory (store, TLS
-// material, admin credentials), the management API and the relay behind one
-// HTTPS listener, and their orderly shutdown. It owns the wiring, not the
-// rules: those live in api, relay and tunnel.
+// material, admin credentials, and the check of their permissions), the
+// management API and the relay behind one HTTPS listener with its limits, the
+// health checks, the optional metrics listener, and their orderly shutdown.
+// It owns the wiring, not the rules: those live in api, relay and tunnel.
 package server
 
 import (
@@ -18,10 +19,12 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warrentunnel/warren/internal/api"
 	"github.com/warrentunnel/warren/internal/bandwidth"
+	"github.com/warrentunnel/warren/internal/metrics"
 	"github.com/warrentunnel/warren/internal/mqttbroker"
 	"github.com/warrentunnel/warren/internal/notify"
 	"github.com/warrentunnel/warren/internal/relay"
@@ -44,6 +47,44 @@ type Config struct {
 	Logger           *slog.Logger
 	Quotas           *Quotas // nil: DefaultQuotas()
 	MQTT             MQTT
+	// MetricsListen is the address of a plain-HTTP listener of its own for
+	// Prometheus (/metrics) and the health checks (/healthz, /readyz); ""
+	// for none (the health checks are on the main listener too).
+	MetricsListen string
+	// ReadHeaderTimeout is how long a client may take to send a request's
+	// head; default DefaultReadHeaderTimeout.
+	ReadHeaderTimeout time.Duration
+	// ReadBodyTimeout is how long an API request's body may take to
+	// arrive; default DefaultReadBodyTimeout.
+	ReadBodyTimeout time.Duration
+}
+
+// Limits of the listeners.
+const (
+	// DefaultReadHeaderTimeout ends a connection whose request head takes
+	// longer (slowloris).
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// MaxHeaderBytes bounds a request head: a larger one gets 431. The
+	// relay limits the handshake's head to 4 KiB itself, with a clear
+	// answer; this is the outer guard.
+	MaxHeaderBytes = 16 << 10
+	// DefaultReadBodyTimeout is how long an API request's body may take
+	// to arrive.
+	DefaultReadBodyTimeout = 30 * time.Second
+)
+
+// tlsCipherSuites are the TLS 1.2 suites the server accepts: ECDHE key
+// exchange (forward secrecy) with AEAD ciphers only, no CBC. TLS 1.3's
+// suites are all of that kind and not configurable.
+func tlsCipherSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
 }
 
 // MQTT configures where tunnel notifications go: an embedded broker
@@ -132,17 +173,22 @@ const AdminAccountName = "admin"
 
 // Server is a running (or ready to run) Warren service.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	store *store.Store
-	relay *relay.Relay
-	bw    *bandwidth.Limiter
-	http  *http.Server
-	tls   *tls.Config
-	ln    net.Listener
-	admin tunnel.Account
-	wg    sync.WaitGroup
-	err   error
+	cfg     Config
+	log     *slog.Logger
+	store   *store.Store
+	relay   *relay.Relay
+	bw      *bandwidth.Limiter
+	metrics *metrics.Metrics // nil without MetricsListen
+	http    *http.Server
+	mhttp   *http.Server // the metrics listener's
+	tls     *tls.Config
+	ln      net.Listener
+	mln     net.Listener
+	admin   tunnel.Account
+	serving atomic.Bool // between Start and Shutdown
+	wg      sync.WaitGroup
+	errMu   sync.Mutex
+	err     error
 
 	// Device identities and tunnel notifications (mqtt.go); nil when off.
 	deviceCA *deviceCA
@@ -176,10 +222,27 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Quotas.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if cfg.ReadBodyTimeout <= 0 {
+		cfg.ReadBodyTimeout = DefaultReadBodyTimeout
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	st, err := store.Open(filepath.Join(cfg.DataDir, DBFile))
+	dbPath := filepath.Join(cfg.DataDir, DBFile)
+	keys := []string{filepath.Join(cfg.DataDir, caKeyFile), filepath.Join(cfg.DataDir, serverKeyFile)}
+	if cfg.TLSKey != "" {
+		keys = append(keys, cfg.TLSKey)
+	}
+	if err := checkPermissions(cfg.Logger, cfg.DataDir, keys, []string{filepath.Join(cfg.DataDir, CredentialsFile), dbPath}); err != nil {
+		return nil, err
+	}
+	if err := createPrivate(dbPath); err != nil {
+		return nil, fmt.Errorf("create store: %w", err)
+	}
+	st, err := store.Open(dbPath)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +281,7 @@ func (s *Server) prepare(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("TLS certificate: %w", err)
 		}
-		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: tlsCipherSuites(), Certificates: []tls.Certificate{cert}}
 	}
 	s.bw = bandwidth.New(bandwidth.Config{
 		Default: s.cfg.DefaultBandwidth,
@@ -239,6 +302,11 @@ func (s *Server) prepare(ctx context.Context) error {
 	})
 	if err := s.prepareMQTT(); err != nil {
 		return err
+	}
+	var apiMetrics api.Metrics
+	if s.cfg.MetricsListen != "" {
+		s.metrics = metrics.New(metrics.Config{Relay: s.relay, Bandwidth: s.bw, Store: s.store, Logger: s.log.With("component", "metrics")})
+		apiMetrics = s.metrics
 	}
 	// The key that signs the API's nextTokens is the store's, so that a
 	// token survives a restart.
@@ -262,21 +330,42 @@ func (s *Server) prepare(ctx context.Context) error {
 		Notifier:       s.apiNotifier(),
 		Broker:         s.apiBroker(),
 		MQTTEndpoint:   s.mqttEndpoint(),
+		Metrics:        apiMetrics,
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/tunnel", s.relay)
-	mux.Handle("/", a)
-	s.http = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// The relay limits the handshake head to 4 KiB itself, with a clear
-		// answer; this is only the outer guard.
-		MaxHeaderBytes: 16 << 10,
-		TLSConfig:      s.tls,
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	mux.Handle("/", bodyDeadline(a, s.cfg.ReadBodyTimeout))
+	s.health(mux)
+	s.http = s.newHTTPServer(mux)
+	s.http.TLSConfig = s.tls
+	if s.metrics != nil {
+		mmux := http.NewServeMux()
+		mmux.Handle("/metrics", s.metrics.Handler())
+		s.health(mmux)
+		s.mhttp = s.newHTTPServer(mmux)
 	}
 	return nil
+}
+
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// bodyDeadline gives a request's body d to arrive, so that a client
+// trickling a body (slowloris past the head) does not hold its connection
+// and goroutine for long. The relay's WebSocket connections are not
+// wrapped: a read deadline would outlive their upgrade.
+func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ensureAdmin returns the admin account (the oldest account with the admin
@@ -349,18 +438,45 @@ func (s *Server) Start() error {
 		s.log.Info("admin clients (warren, aws, boto3) find this server with: " + env)
 	}
 	if err := s.startMQTT(); err != nil {
-		ln.Close()
+		s.ln.Close()
 		return err
 	}
+	if s.mhttp != nil {
+		mln, err := net.Listen("tcp", s.cfg.MetricsListen)
+		if err != nil {
+			s.ln.Close()
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		s.mln = mln
+		s.log.Info("metrics serving", "addr", mln.Addr().String(),
+			"metrics", "http://"+mln.Addr().String()+"/metrics", "healthz", "/healthz", "readyz", "/readyz")
+		s.serve(s.mhttp, mln)
+	}
+	s.serve(s.http, ln)
+	s.serving.Store(true)
+	return nil
+}
+
+// serve runs srv on ln until Shutdown.
+func (s *Server) serve(srv *http.Server, ln net.Listener) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.err = err
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errMu.Lock()
+			s.err = errors.Join(s.err, err)
+			s.errMu.Unlock()
 			s.log.Error("serve", "err", err)
 		}
 	}()
-	return nil
+}
+
+// MetricsAddr is the metrics listener's address (after Start), "" if none.
+func (s *Server) MetricsAddr() string {
+	if s.mln == nil {
+		return ""
+	}
+	return s.mln.Addr().String()
 }
 
 // Addr is the listening address (after Start).
@@ -378,14 +494,20 @@ func (s *Server) Endpoint() string {
 // (so local proxies reconnect to the next server), waits for in-flight API
 // requests and closes the store.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.serving.Store(false)
 	var errs []error
 	if s.ln != nil {
 		errs = append(errs, s.http.Shutdown(ctx))
+	}
+	if s.mln != nil {
+		errs = append(errs, s.mhttp.Shutdown(ctx))
 	}
 	errs = append(errs, s.relay.Shutdown(ctx))
 	s.wg.Wait()
 	errs = append(errs, s.closeNotifications(ctx))
 	s.bw.Close()
+	s.errMu.Lock()
 	errs = append(errs, s.store.Close(), s.err)
+	s.errMu.Unlock()
 	return errors.Join(errs...)
 }

@@ -437,3 +437,24 @@ func scanTunnel(row scanner) (tunnel.Tunnel, error) {
 	}
 	return t, nil
 }
+
+// Ping checks that the database answers a query.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// TunnelCounts is how many tunnels, of every account, are open at a time
+// (status OPEN and lifetime not yet over) and how many are closed.
+func (s *Store) TunnelCounts(ctx context.Context, at time.Time) (open, closed int, err error) {
+	var o, all sql.NullInt64
+	err = s.db.QueryRowContext(ctx, `SELECT SUM(status = 'OPEN'
+		AND created_at + json_extract(data, '$.LifetimeMinutes') * 60000000000 > ?), COUNT(*) FROM tunnels`, at.UnixNano()).Scan(&o, &all)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count tunnels: %w", err)
+	}
+	return int(o.Int64), int(all.Int64 - o.Int64), nil
+}

@@ -232,3 +232,38 @@ func TestCountOpenTunnels(t *testing.T) {
 		t.Fatalf("third open tunnel: %v, want ErrLimitExceeded", err)
 	}
 }
+
+// TunnelCounts counts every account's tunnels, an expired one as closed;
+// Ping fails once the store is closed.
+func TestTunnelCountsAndPing(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if o, c, err := s.TunnelCounts(ctx, base); err != nil || o != 0 || c != 0 {
+		t.Fatalf("empty store: %d open %d closed, %v", o, c, err)
+	}
+	for i, acct := range []string{"acct1", "acct2", "acct2"} {
+		tu, _, _ := tunnel.New(acct, "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}, LifetimeMinutes: 10 * (i + 1)}, base)
+		if err := s.CreateTunnel(ctx, tu); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			s.UpdateTunnel(ctx, tu.ID, func(t *tunnel.Tunnel) error { t.Close(base); return nil })
+		}
+	}
+	for _, c := range []struct {
+		at           time.Time
+		open, closed int
+	}{{base, 2, 1}, {base.Add(10 * time.Minute), 1, 2}, {base.Add(time.Hour), 0, 3}} {
+		if o, cl, err := s.TunnelCounts(ctx, c.at); err != nil || o != c.open || cl != c.closed {
+			t.Errorf("at +%v: %d open %d closed, %v; want %d and %d", c.at.Sub(base), o, cl, err, c.open, c.closed)
+		}
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := s.Ping(ctx); err == nil {
+		t.Fatal("Ping of a closed store succeeded")
+	}
+}

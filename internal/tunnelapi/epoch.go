@@ -1,5 +1,6 @@
 // Package tunnelapi owns the wire shapes of the IoT Secure Tunneling API
-// (2018-10-05) as the AWS model defines them, for both Warren's server
+// (2018-10-05) as the AWS model defines them, and of Warren's own account
+// administration API (WarrenAccounts), for both Warren's server
 // (internal/api) and its client (internal/admin).
 package tunnelapi
 

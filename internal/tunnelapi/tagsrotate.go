@@ -4,8 +4,8 @@ package tunnelapi
 // ClientMode is SOURCE, DESTINATION or ALL; DestinationConfig may only come
 // with the destination's token.
 type RotateTunnelAccessTokenInput struct {
-	TunnelID          string             `json:"tunnelId"`
-	ClientMode        string             `json:"clientMode"`
+	TunnelID          *string            `json:"tunnelId,omitempty"`
+	ClientMode        *string            `json:"clientMode,omitempty"`
 	DestinationConfig *DestinationConfig `json:"destinationConfig,omitempty"`
 }
 
@@ -19,8 +19,8 @@ type RotateTunnelAccessTokenOutput struct {
 
 // TagResourceInput is the input of TagResource.
 type TagResourceInput struct {
-	ResourceArn string `json:"resourceArn"`
-	Tags        []Tag  `json:"tags"`
+	ResourceArn *string `json:"resourceArn,omitempty"`
+	Tags        []Tag   `json:"tags"`
 }
 
 // TagResourceOutput is the (empty) output of TagResource.
@@ -28,7 +28,7 @@ type TagResourceOutput struct{}
 
 // UntagResourceInput is the input of UntagResource.
 type UntagResourceInput struct {
-	ResourceArn string   `json:"resourceArn"`
+	ResourceArn *string  `json:"resourceArn,omitempty"`
 	TagKeys     []string `json:"tagKeys"`
 }
 
@@ -37,7 +37,7 @@ type UntagResourceOutput struct{}
 
 // ListTagsForResourceInput is the input of ListTagsForResource.
 type ListTagsForResourceInput struct {
-	ResourceArn string `json:"resourceArn"`
+	ResourceArn *string `json:"resourceArn,omitempty"`
 }
 
 // ListTagsForResourceOutput is the output of ListTagsForResource.

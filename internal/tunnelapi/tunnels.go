@@ -2,6 +2,7 @@ package tunnelapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -9,6 +10,10 @@ import (
 // (2018-10-05), with the API's JSON member names. Fields are declared in the
 // model's member order, so warren's CLI output lists them in the order the
 // AWS CLI does. Timestamps are *time.Time in Go and epoch seconds on the wire.
+// As in the AWS SDKs, an input's optional scalar members are pointers, so
+// that the server tells a member left out from one given empty; both the
+// server (internal/api) and warren's admin client (internal/admin) use these
+// shapes.
 
 // TunnelStatus is the state of a tunnel.
 type TunnelStatus string
@@ -28,16 +33,47 @@ const (
 	ConnectionStatusDisconnected ConnectionStatus = "DISCONNECTED"
 )
 
-// Tag is a resource tag.
+// Tag is a resource tag. Both members are required: decoding a tag without
+// one fails with a *MissingMemberError (a value may be empty, but not left
+// out).
 type Tag struct {
 	Key   string `json:"key"`
 	Value string `json:"value"`
 }
 
+// MissingMemberError is a required member left out of a decoded shape.
+type MissingMemberError struct {
+	Member string // the member's JSON name, such as "value"
+	Of     string // what it is missing from, such as `tag "env"`
+}
+
+func (e *MissingMemberError) Error() string {
+	return e.Of + ": " + e.Member + " is required"
+}
+
+// UnmarshalJSON decodes a tag, requiring both members.
+func (t *Tag) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Key   *string `json:"key"`
+		Value *string `json:"value"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	switch {
+	case raw.Key == nil:
+		return &MissingMemberError{Member: "key", Of: "a tag"}
+	case raw.Value == nil:
+		return &MissingMemberError{Member: "value", Of: fmt.Sprintf("tag %q", *raw.Key)}
+	}
+	*t = Tag{Key: *raw.Key, Value: *raw.Value}
+	return nil
+}
+
 // DestinationConfig names the thing a tunnel's destination runs on and the
 // services the tunnel carries.
 type DestinationConfig struct {
-	ThingName string   `json:"thingName,omitempty"`
+	ThingName *string  `json:"thingName,omitempty"`
 	Services  []string `json:"services,omitempty"`
 }
 
@@ -79,7 +115,7 @@ type TunnelSummary struct {
 
 // OpenTunnelInput is the input of OpenTunnel.
 type OpenTunnelInput struct {
-	Description       string             `json:"description,omitempty"`
+	Description       *string            `json:"description,omitempty"`
 	Tags              []Tag              `json:"tags,omitempty"`
 	DestinationConfig *DestinationConfig `json:"destinationConfig,omitempty"`
 	TimeoutConfig     *TimeoutConfig     `json:"timeoutConfig,omitempty"`
@@ -95,7 +131,7 @@ type OpenTunnelOutput struct {
 
 // DescribeTunnelInput is the input of DescribeTunnel.
 type DescribeTunnelInput struct {
-	TunnelID string `json:"tunnelId"`
+	TunnelID *string `json:"tunnelId,omitempty"`
 }
 
 // DescribeTunnelOutput is the output of DescribeTunnel.
@@ -105,9 +141,9 @@ type DescribeTunnelOutput struct {
 
 // ListTunnelsInput is the input of ListTunnels.
 type ListTunnelsInput struct {
-	ThingName  string `json:"thingName,omitempty"`
-	MaxResults *int32 `json:"maxResults,omitempty"`
-	NextToken  string `json:"nextToken,omitempty"`
+	ThingName  *string `json:"thingName,omitempty"`
+	MaxResults *int32  `json:"maxResults,omitempty"`
+	NextToken  *string `json:"nextToken,omitempty"`
 }
 
 // ListTunnelsOutput is the output of ListTunnels.
@@ -119,8 +155,8 @@ type ListTunnelsOutput struct {
 // CloseTunnelInput is the input of CloseTunnel. Delete also removes the
 // tunnel's record when true.
 type CloseTunnelInput struct {
-	TunnelID string `json:"tunnelId"`
-	Delete   *bool  `json:"delete,omitempty"`
+	TunnelID *string `json:"tunnelId,omitempty"`
+	Delete   *bool   `json:"delete,omitempty"`
 }
 
 // CloseTunnelOutput is the (empty) output of CloseTunnel.
