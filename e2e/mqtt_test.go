@@ -613,3 +613,44 @@ func dialMQTTAuth(t *testing.T, addr, user, pw string) (*mqttClient, error) {
 	})
 	return m, nil
 }
+
+// The device agent (localproxy agent) on Warren's own broker, set up as the
+// README's Devices section says: its certificate from
+// create-keys-and-certificate attached to its thing, ca.pem to trust the
+// broker. OpenTunnel alone brings up the device's destination, and a source
+// local proxy reaches the device's web server through it.
+func TestAgentOnEmbeddedBroker(t *testing.T) {
+	mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s := startService(t, "--mqtt-listen", mqttAddr)
+	thing := uniqueThing("AgentDevice")
+	s.warren(t, nil, "create-thing", "--thing-name", thing)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "device.pem"), filepath.Join(dir, "device-key.pem")
+	var kc keysAndCert
+	s.warren(t, &kc, "create-keys-and-certificate", "--set-as-active", "--certificate-pem-outfile", certFile, "--private-key-outfile", keyFile)
+	s.warren(t, nil, "attach-thing-principal", "--thing-name", thing, "--principal", kc.CertificateArn)
+	var ep struct{ EndpointAddress string }
+	s.warren(t, &ep, "describe-endpoint", "--endpoint-type", "iot:Data-ATS")
+
+	device := httpDevice(t, "hello from "+thing)
+	agent := startAgent(t, s, ep.EndpointAddress, thing, []string{bin.localproxy},
+		"--cert", certFile, "--key", keyFile, "--ca", filepath.Join(s.dir, "ca.pem"), "-d", "HTTP="+device)
+	var open openTunnelOut
+	s.warren(t, &open, "open-tunnel", "--destination-config", "thingName="+thing+",services=HTTP")
+	s.destinationConnected(t, open.TunnelID, "CONNECTED")
+	port := freePort(t)
+	s.localproxy(t, "source localproxy", "-s", fmt.Sprintf("HTTP=%d", port), "-t", open.SourceAccessToken)
+	waitPort(t, port)
+	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/page", port)); got != "hello from "+thing+" /page" {
+		t.Fatalf("through the agent's destination: %q", got)
+	}
+	// Revoking the device's certificate cuts it off the broker at once.
+	s.warren(t, nil, "update-certificate", "--certificate-id", kc.CertificateID, "--new-status", "REVOKED")
+	waitFor(t, 20*time.Second, "the server to disconnect the agent", func() bool {
+		return strings.Contains(s.p.output(), "disconnecting an MQTT client whose certificate is no longer active")
+	})
+	checkNoToken(t, s, open.DestinationAccessToken, open.SourceAccessToken)
+	if strings.Contains(agent.output(), open.DestinationAccessToken) {
+		t.Fatal("the agent's log holds the destination token")
+	}
+}
