@@ -242,8 +242,8 @@ func TestReconnectAfterDrop(t *testing.T) {
 	}
 
 	r.drop("source")
-	// The open connection cannot survive the WebSocket.
-	if got := readAllTimeout(t, held); got != "" {
+	// The open connection cannot survive the WebSocket: it is reset.
+	if got := readUntilReset(t, held); got != "" {
 		t.Errorf("held connection read %q", got)
 	}
 	r.waitFor("source reconnect", func() bool {
