@@ -340,15 +340,23 @@ func (s *Server) Endpoint() string {
 
 // Shutdown stops accepting, drops every tunnel peer without a close frame
 // (so local proxies reconnect to the next server), waits for in-flight API
-// requests and closes the store.
+// requests (until ctx is done; then their connections are closed), records
+// every tunnel as disconnected and closes the store, which checkpoints its
+// write-ahead log.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	if s.ln != nil {
-		errs = append(errs, s.http.Shutdown(ctx))
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, err, s.http.Close())
+		}
 	}
 	errs = append(errs, s.relay.Shutdown(ctx))
 	s.wg.Wait()
 	s.bw.Close()
-	errs = append(errs, s.store.Close(), s.err)
+	// The store is left as the next start would make it: nobody connected.
+	// This gets a moment of its own even when ctx ran out.
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	errs = append(errs, s.store.MarkAllDisconnected(mctx, time.Now()), s.store.Close(), s.err)
 	return errors.Join(errs...)
 }
