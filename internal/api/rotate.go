@@ -54,8 +54,6 @@ func (a *API) rotateTunnelAccessToken(ctx context.Context, c *call) (any, error)
 			dest.ThingName = *dc.ThingName
 		}
 	}
-	// A tunnel whose lifetime ended is closed first, as DescribeTunnel
-	// would show it.
 	if _, err := a.tunnel(ctx, c.account.ID, &id); err != nil {
 		return nil, err
 	}

@@ -1,11 +1,11 @@
 // Package relay is Warren's data plane: the WebSocket endpoint (/tunnel) that
 // admits a tunnel's source and destination local proxies, pairs them and
 // forwards their tunnel frames, enforcing the protocol's rules and limits.
-// It owns the live connections and their goroutines, per-tunnel stream
-// bookkeeping (to reset a peer's streams when the other end goes away) and
-// the tunnel lifetime timer while peers are connected. It does not own
-// tunnels: it reads and updates them through Store, and the token rules are
-// tunnel.Admit's.
+// It owns the live connections and their goroutines and per-tunnel stream
+// bookkeeping (to reset a peer's streams when the other end goes away). It
+// does not own tunnels: it reads and updates them through Store, the token
+// rules are tunnel.Admit's, and tunnels whose lifetime ends are closed by
+// the expiry sweeper, which disconnects their peers with CloseTunnel.
 package relay
 
 import (
@@ -271,7 +271,7 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 		old.stop(0, "replaced by a new connection")
 		<-old.detached
 	}
-	closed, dropped := ts.register(p, now, t.ExpiresAt(), func() { r.expire(ts) })
+	closed, dropped := ts.register(p)
 	switch {
 	case dropped:
 		p.stop(0, "relay is shutting down")
@@ -359,7 +359,6 @@ func (r *Relay) release(ts *tunnelState) {
 	ts.refs--
 	if ts.refs == 0 {
 		delete(r.tunnels, ts.id)
-		ts.stopTimer()
 	}
 }
 
@@ -394,27 +393,9 @@ func (r *Relay) markDisconnected(id string, sd side) {
 	}
 }
 
-// expire runs when a tunnel with peers reaches the end of its lifetime.
-func (r *Relay) expire(ts *tunnelState) {
-	if !r.enter() {
-		return
-	}
-	defer r.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	now := r.now()
-	if _, err := r.store.UpdateTunnel(ctx, ts.id, func(t *tunnel.Tunnel) error {
-		t.Close(now)
-		return nil
-	}); err != nil {
-		r.log.Error("relay: close expired tunnel", "tunnel", ts.id, "err", err)
-	}
-	r.log.Info("relay: tunnel lifetime reached; closing its connections", "tunnel", ts.id)
-	ts.closeAll(websocket.CloseNormalClosure, "tunnel closed", false)
-}
-
-// CloseTunnel ends the connections of a tunnel that was closed: both peers
-// get a close frame (which makes the official proxy exit instead of
+// CloseTunnel ends the connections of a tunnel that was closed (by the API,
+// or by the expiry sweeper when its lifetime ended): both peers get a close
+// frame (which makes the official proxy exit instead of
 // reconnecting), then their connections are closed.
 func (r *Relay) CloseTunnel(tunnelID string) {
 	if ts := r.lookup(tunnelID); ts != nil {
@@ -469,7 +450,6 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	for _, ts := range states {
-		ts.stopTimer()
 		ts.closeAll(0, "relay is shutting down", true)
 	}
 	done := make(chan struct{})

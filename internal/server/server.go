@@ -22,6 +22,7 @@ import (
 
 	"github.com/warrentunnel/warren/internal/api"
 	"github.com/warrentunnel/warren/internal/bandwidth"
+	"github.com/warrentunnel/warren/internal/expiry"
 	"github.com/warrentunnel/warren/internal/relay"
 	"github.com/warrentunnel/warren/internal/store"
 	"github.com/warrentunnel/warren/internal/tunnel"
@@ -118,6 +119,7 @@ type Server struct {
 	log   *slog.Logger
 	store *store.Store
 	relay *relay.Relay
+	sweep *expiry.Sweeper
 	bw    *bandwidth.Limiter
 	http  *http.Server
 	tls   *tls.Config
@@ -212,6 +214,8 @@ func (s *Server) prepare(ctx context.Context) error {
 		HandshakeFailureRate:  q.HandshakeFailureRate,
 		HandshakeFailureBurst: q.HandshakeFailureBurst,
 	})
+	// The one place that closes tunnels whose lifetime is over.
+	s.sweep = expiry.New(expiry.Config{Store: s.store, Relay: s.relay, Logger: s.log.With("component", "expiry")})
 	// The key that signs the API's nextTokens is the store's, so that a
 	// token survives a restart.
 	cursorKey, err := s.store.Secret(ctx, "api-next-token", api.CursorKeySize)
@@ -316,6 +320,7 @@ func (s *Server) Start() error {
 		}
 		s.log.Info("admin clients (warren, aws, boto3) find this server with: " + env)
 	}
+	s.sweep.Start()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -350,6 +355,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, err, s.http.Close())
 		}
 	}
+	s.sweep.Stop()
 	errs = append(errs, s.relay.Shutdown(ctx))
 	s.wg.Wait()
 	s.bw.Close()
