@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -208,7 +209,7 @@ func TestStoreSurvivesSIGKILLDuringWrites(t *testing.T) {
 func TestSlowConsumerBesideFastOnes(t *testing.T) {
 	const (
 		fast   = 2
-		window = 3 * time.Second
+		window = 2 * time.Second
 		rssMax = 96.0 // MiB, each process (race-enabled builds)
 	)
 	s := startService(t)
@@ -312,5 +313,80 @@ func isDone(d *download) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// Tunnels close at the end of their lifetime, decided in one place (the
+// expiry sweeper of `warren serve`): one whose lifetime ended while the
+// server was down is CLOSED as soon as it is back, and one whose lifetime
+// ends while both local proxies carry a transfer is closed at its
+// deadline: the transfer is reset, both proxies get the close frame and
+// exit, and the API reports it CLOSED. A minute is too long to wait in a
+// test, so while the server is stopped the test moves the tunnels'
+// creation back in the store, as if that time had passed.
+func TestLifetimeEndsWhileConnected(t *testing.T) {
+	s := startService(t)
+	dev := faultDevice(t)
+	var thing map[string]any
+	s.warren(t, &thing, "create-thing", "--thing-name", "brief")
+	var live, stale openTunnelOut
+	for _, out := range []*openTunnelOut{&live, &stale} {
+		s.warren(t, out, "open-tunnel", "--destination-config", "thingName=brief,services=BULK",
+			"--timeout-config", "maxLifetimeTimeoutMinutes=1")
+	}
+	s.p.stop()
+	const left = 12 * time.Second // of the live tunnel's minute, from now
+	deadline := time.Now().Add(left)
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.dir, "warren.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, created := range map[string]time.Time{live.TunnelID: deadline.Add(-time.Minute), stale.TunnelID: time.Now().Add(-time.Hour)} {
+		if _, err := db.Exec(`UPDATE tunnels SET created_at = ?, data = json_set(data, '$.CreatedAt', ?) WHERE id = ?`,
+			created.UnixNano(), created.UTC().Format(time.RFC3339Nano), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s.start(t)
+
+	status := func(id string) string {
+		var d describeOut
+		s.warren(t, &d, "describe-tunnel", "--tunnel-id", id)
+		return d.Tunnel.Status
+	}
+	if got := status(stale.TunnelID); got != "CLOSED" {
+		t.Fatalf("the tunnel whose lifetime ended while the server was down is %s", got)
+	}
+	port, src, dst := s.pairVia(t, live, "BULK", dev, s.addr, s.addr)
+	d := startDownload(t, port)
+	d.flowing(t, "the download")
+	if time.Until(deadline) < time.Second {
+		t.Fatalf("the proxies connected too late to see the deadline (%v left)", time.Until(deadline))
+	}
+	if got := status(live.TunnelID); got != "OPEN" {
+		t.Fatalf("before its deadline the tunnel is %s", got)
+	}
+	d.wasReset(t, "the download at the deadline", time.Until(deadline)+10*time.Second)
+	late := time.Since(deadline)
+	t.Logf("the transfer was reset %v after the tunnel's deadline", late.Round(time.Millisecond))
+	if late < -500*time.Millisecond {
+		t.Fatalf("the tunnel ended %v before its deadline", -late)
+	}
+	for _, p := range []*proc{src, dst} {
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s still runs after the tunnel's lifetime ended", p.name)
+		}
+		if !strings.Contains(p.output(), "tunnel closed") {
+			t.Errorf("%s did not say the tunnel closed", p.name)
+		}
+	}
+	if got := status(live.TunnelID); got != "CLOSED" {
+		t.Fatalf("after its deadline the tunnel is %s", got)
+	}
+	if !strings.Contains(s.p.output(), "tunnel lifetime reached") {
+		t.Error("the server did not log the expiry")
 	}
 }
