@@ -61,7 +61,17 @@ type Config struct {
 	// HandshakeFailureRate 0: no limit; a burst below 1 counts as 1.
 	HandshakeFailureRate  float64
 	HandshakeFailureBurst int
+
+	// PeerSilence is how long a peer may send nothing at all (no frame,
+	// no ping) before the relay drops it as gone. Local proxies ping every
+	// 20 s by default (Warren's and the official one). 0 is
+	// DefaultPeerSilence; negative: never.
+	PeerSilence time.Duration
 }
+
+// DefaultPeerSilence is Config.PeerSilence's default: six of the local
+// proxies' default ping periods.
+const DefaultPeerSilence = 2 * time.Minute
 
 // DefaultSendQueueBytes is Config.SendQueueBytes's default: four of the
 // largest frames, enough to keep the writer busy while the reader reads.
@@ -99,6 +109,7 @@ type Relay struct {
 	upgrader websocket.Upgrader
 
 	maxConns     int
+	silence      time.Duration // 0: no limit
 	failureRate  float64
 	failureBurst int
 	failures     *ratelimit.Buckets // by client address; nil: no limit
@@ -134,6 +145,7 @@ func New(cfg Config) *Relay {
 		tunnels: map[string]*tunnelState{},
 
 		maxConns:     max(cfg.MaxConnections, 0),
+		silence:      cfg.PeerSilence,
 		failureRate:  cfg.HandshakeFailureRate,
 		failureBurst: max(cfg.HandshakeFailureBurst, 1),
 		failures:     ratelimit.New(ratelimit.Config{Rate: cfg.HandshakeFailureRate, Burst: cfg.HandshakeFailureBurst}),
@@ -143,6 +155,12 @@ func New(cfg Config) *Relay {
 	}
 	if r.now == nil {
 		r.now = time.Now
+	}
+	switch {
+	case r.silence == 0:
+		r.silence = DefaultPeerSilence
+	case r.silence < 0:
+		r.silence = 0
 	}
 	if r.queue.Budget < 1 {
 		r.queue.Budget = DefaultSendQueueBytes

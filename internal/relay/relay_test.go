@@ -664,3 +664,42 @@ func TestBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A peer that sends nothing for PeerSilence, not even a ping (its host is
+// gone, or a middlebox stopped forwarding without closing), is dropped, and
+// the store records it disconnected; a peer that pings stays.
+func TestSilentPeerDropped(t *testing.T) {
+	const silence = 500 * time.Millisecond
+	e := newEnv(t, Config{PeerSilence: silence})
+	tn, tok := e.newTunnel("HTTP")
+	src, dst := e.pair(tn, tok)
+	stop := make(chan struct{})
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(silence / 5):
+			}
+			if err := src.conn.WriteControl(websocket.PingMessage, []byte("1"), time.Now().Add(waitLimit)); err != nil {
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	dst.expectDrop()
+	took := time.Since(start)
+	close(stop)
+	<-pinged
+	if took < silence-100*time.Millisecond || took > silence+5*time.Second {
+		t.Errorf("the silent peer was dropped after %v; its limit is %v", took, silence)
+	}
+	eventually(t, "the store to record the silent peer disconnected", func() bool {
+		return !e.tunnel(tn.ID).Destination.Connected
+	})
+	if got := e.tunnel(tn.ID); !got.Source.Connected {
+		t.Error("the pinging peer was dropped too")
+	}
+}
