@@ -335,7 +335,7 @@ func TestLifetimeEndsWhileConnected(t *testing.T) {
 			"--timeout-config", "maxLifetimeTimeoutMinutes=1")
 	}
 	s.p.stop()
-	const left = 12 * time.Second // of the live tunnel's minute, from now
+	const left = 10 * time.Second // of the live tunnel's minute, from now
 	deadline := time.Now().Add(left)
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.dir, "warren.db"))
 	if err != nil {
