@@ -102,6 +102,7 @@ func (s *session) run(ctx context.Context, subprotocol string) error {
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	s.ws.SetReadLimit(wire.MaxWebSocketMessage)
 	s.ws.SetPingHandler(func(data string) error {
+		s.alive()
 		// One pong echoing the payload (the official proxy sends two).
 		// Bounded wait: this runs on the reader goroutine.
 		err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
