@@ -237,7 +237,7 @@ func TestTargetClosesFirst(t *testing.T) {
 // after SilenceLimit, two ping periods: the open connection is reset and
 // the proxy reconnects.
 func TestSilentRelayGivenUp(t *testing.T) {
-	const period = 200 * time.Millisecond
+	const period = 500 * time.Millisecond
 	srv := newTestServer(t, echo)
 	r, addrs := tunnelPair(t, map[string]string{"ECHO": srv.addr()}, func(s *Settings) { s.PingPeriod = period })
 	held := dialLocal(t, addrs["ECHO"])
