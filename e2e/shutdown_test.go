@@ -341,6 +341,7 @@ func TestLifetimeEndsWhileConnected(t *testing.T) {
 	}
 	port, src, dst := s.pairVia(t, live, "BULK", dev, s.addr, s.addr)
 	s.p.stop() // the local proxies wait for it to come back
+
 	const left = 8 * time.Second // of the live tunnel's minute, from now
 	deadline := time.Now().Add(left)
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.dir, "warren.db"))
