@@ -191,7 +191,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Within the 5 s a process supervisor usually waits after SIGTERM.
+	sctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Error("shutdown", "err", err)

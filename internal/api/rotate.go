@@ -41,8 +41,6 @@ func (a *API) rotateTunnelAccessToken(ctx context.Context, c *call) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	// A tunnel whose lifetime ended is closed first, as DescribeTunnel
-	// would show it.
 	if _, err := a.tunnel(ctx, c.account.ID, &id); err != nil {
 		return nil, err
 	}

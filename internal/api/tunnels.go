@@ -217,9 +217,6 @@ func (a *API) listTunnels(ctx context.Context, c *call) (any, error) {
 		out.NextToken = a.cursors.encode("tunnel", encodePosition(tunnel.PositionAfter(ts[limit-1])))
 	}
 	for _, t := range ts {
-		if t, err = a.expire(ctx, t); err != nil {
-			return nil, err
-		}
 		out.TunnelSummaries = append(out.TunnelSummaries, tunnelapi.TunnelSummary{
 			TunnelID: t.ID, TunnelArn: t.ARN, Status: tunnelapi.TunnelStatus(t.Status), Description: t.Description,
 			CreatedAt: millis(t.CreatedAt), LastUpdatedAt: millis(t.LastUpdatedAt),
@@ -242,7 +239,8 @@ func (a *API) tunnelsCursor(token *string) (tunnel.Position, error) {
 	return p, nil
 }
 
-// tunnel reads a tunnel of account, closing it first if its lifetime ended.
+// tunnel reads a tunnel of account. Its status is the store's: the expiry
+// sweeper closes a tunnel at the end of its lifetime.
 func (a *API) tunnel(ctx context.Context, accountID string, rawID *string) (tunnel.Tunnel, error) {
 	id, err := tunnelID(rawID)
 	if err != nil {
@@ -252,40 +250,7 @@ func (a *API) tunnel(ctx context.Context, accountID string, rawID *string) (tunn
 	if errors.Is(err, tunnel.ErrNotFound) {
 		return t, errTunnelNotFound(id)
 	}
-	if err != nil {
-		return t, err
-	}
-	return a.expire(ctx, t)
-}
-
-// expire closes an open tunnel whose lifetime has ended, so that it is
-// reported CLOSED whether or not the relay noticed the end already.
-func (a *API) expire(ctx context.Context, t tunnel.Tunnel) (tunnel.Tunnel, error) {
-	now := a.now()
-	if t.Status != tunnel.StatusOpen || !t.Expired(now) {
-		return t, nil
-	}
-	updated, err := a.store.UpdateTunnel(ctx, t.ID, func(u *tunnel.Tunnel) error {
-		if u.AccountID != t.AccountID {
-			return tunnel.ErrNotFound
-		}
-		if u.Status == tunnel.StatusOpen && u.Expired(now) {
-			// It closed when its lifetime ended, not when someone looked.
-			u.Close(u.ExpiresAt())
-		}
-		return nil
-	})
-	if errors.Is(err, tunnel.ErrNotFound) {
-		// Deleted meanwhile: report what was read, as closed.
-		t.Close(t.ExpiresAt())
-		return t, nil
-	}
-	if err != nil {
-		return t, err
-	}
-	a.relay.CloseTunnel(t.ID)
-	a.log.LogAttrs(ctx, slog.LevelInfo, "tunnel expired", slog.String("account", t.AccountID), slog.String("tunnel", t.ID))
-	return updated, nil
+	return t, err
 }
 
 func describe(t tunnel.Tunnel) *tunnelapi.Tunnel {

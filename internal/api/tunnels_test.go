@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go/aws/awserr"
 	"github.com/aws/aws-sdk-go/service/iotsecuretunneling"
 
+	"github.com/warrentunnel/warren/internal/expiry"
 	"github.com/warrentunnel/warren/internal/tunnel"
 )
 
@@ -307,6 +308,8 @@ func TestAccountIsolation(t *testing.T) {
 	}
 }
 
+// The expiry sweeper closes a tunnel whose lifetime ended, as of its
+// deadline, and has the relay disconnect it; the API reports it CLOSED.
 func TestExpiredTunnelReportedClosed(t *testing.T) {
 	f := newFixture(t)
 	api := f.tunnels(f.acct)
@@ -321,6 +324,20 @@ func TestExpiredTunnelReportedClosed(t *testing.T) {
 	id := aws.StringValue(open.TunnelId)
 
 	f.clock.Advance(90 * time.Second) // within the signature's 5 minutes
+	// Until the sweeper comes by, the API reports what the store says.
+	d, err := api.DescribeTunnel(&iotsecuretunneling.DescribeTunnelInput{TunnelId: open.TunnelId})
+	if err != nil || aws.StringValue(d.Tunnel.Status) != "OPEN" {
+		t.Fatalf("before the sweep: %v, %v", d, err)
+	}
+	sw := expiry.New(expiry.Config{Store: f.store, Relay: f.relay, Now: f.clock.Now})
+	next, err := sw.Sweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, _ := f.store.Tunnel(context.Background(), f.acct.ID, aws.StringValue(keep.TunnelId))
+	if !next.Equal(kept.ExpiresAt()) {
+		t.Errorf("next deadline %v, want the open tunnel's %v", next, kept.ExpiresAt())
+	}
 	list, err := api.ListTunnels(&iotsecuretunneling.ListTunnelsInput{})
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +349,7 @@ func TestExpiredTunnelReportedClosed(t *testing.T) {
 	if status[id] != "CLOSED" || status[aws.StringValue(keep.TunnelId)] != "OPEN" {
 		t.Fatalf("statuses after the lifetime: %v", status)
 	}
-	d, err := api.DescribeTunnel(&iotsecuretunneling.DescribeTunnelInput{TunnelId: open.TunnelId})
+	d, err = api.DescribeTunnel(&iotsecuretunneling.DescribeTunnelInput{TunnelId: open.TunnelId})
 	if err != nil || aws.StringValue(d.Tunnel.Status) != "CLOSED" {
 		t.Fatalf("expired tunnel: %v, %v", d, err)
 	}

@@ -86,8 +86,13 @@ type localConn struct {
 	// official source never sees a window update).
 	announced bool
 
-	nc        net.Conn // nil while a destination is still dialing
-	aborted   bool
+	nc      net.Conn // nil while a destination is still dialing
+	aborted bool
+	// hard: the connection ended abnormally (its stream or the WebSocket
+	// was lost), so its socket is closed with a TCP reset, which the local
+	// application sees as an error, rather than with the FIN of a complete
+	// transfer.
+	hard      bool
 	silent    bool // the stream is gone: never send a reset for this connection
 	resetSent bool
 	abortSent bool // a second reset: the local socket is gone
@@ -371,12 +376,34 @@ func (lc *localConn) abort(silent bool) {
 		lc.silent = true
 	}
 	lc.aborted = true
-	nc := lc.nc
+	nc, hard := lc.nc, lc.hard
 	lc.mu.Unlock()
 	wake(lc.opened)
 	lc.in.abort()
 	if nc != nil {
+		if hard {
+			resetOnClose(nc)
+		}
 		nc.Close()
+	}
+}
+
+// lost closes the connection at once with a TCP reset: the WebSocket that
+// carried it is gone, and with it whatever was in flight.
+func (lc *localConn) lost() {
+	lc.mu.Lock()
+	lc.hard = true
+	lc.mu.Unlock()
+	lc.abort(true)
+}
+
+// resetOnClose makes the socket's Close send a TCP reset (SO_LINGER 0)
+// instead of a FIN, so that the application on the other end gets an
+// error (ECONNRESET) rather than what looks like the end of a complete
+// transfer.
+func resetOnClose(nc net.Conn) {
+	if tc, ok := nc.(interface{ SetLinger(int) error }); ok {
+		_ = tc.SetLinger(0)
 	}
 }
 
@@ -593,10 +620,17 @@ func (lc *localConn) peerReset() {
 }
 
 // streamReset ends the connection after writing what already arrived,
-// without announcing it: the peer ended the stream.
+// without announcing it: the peer ended the stream. A V3 connection ends
+// with its own CONNECTION_RESETs, so a STREAM_RESET means it was cut off
+// (the other local proxy's WebSocket was lost, or the relay refused it):
+// its socket is then closed with a TCP reset. V1/V2 streams end that way
+// normally, with a FIN.
 func (lc *localConn) streamReset() {
 	lc.mu.Lock()
 	lc.silent = true
+	if lc.fmt.conn {
+		lc.hard = true
+	}
 	dialing := lc.nc == nil
 	lc.mu.Unlock()
 	if dialing {

@@ -233,6 +233,36 @@ func TestTargetClosesFirst(t *testing.T) {
 	checkRaw(t, fs[1], capConnResetV3c1)
 }
 
+// A relay that goes silent (no pong to the pings, no frame) is given up
+// after SilenceLimit, two ping periods: the open connection is reset and
+// the proxy reconnects.
+func TestSilentRelayGivenUp(t *testing.T) {
+	const period = 500 * time.Millisecond
+	srv := newTestServer(t, echo)
+	r, addrs := tunnelPair(t, map[string]string{"ECHO": srv.addr()}, func(s *Settings) { s.PingPeriod = period })
+	held := dialLocal(t, addrs["ECHO"])
+	if err := roundTrip(addrs["ECHO"], []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.silent = true
+	r.mu.Unlock()
+	start := time.Now()
+	readUntilReset(t, held)
+	took := time.Since(start)
+	if took > 2*period+5*time.Second {
+		t.Errorf("the silent relay was given up after %v; the limit is %v", took, 2*period)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for r.handshakeCount("source") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the source did not reconnect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("the silent relay was given up after %v (limit %v)", took.Round(time.Millisecond), 2*period)
+}
+
 func TestReconnectAfterDrop(t *testing.T) {
 	srv := newTestServer(t, echo)
 	r, addrs := tunnelPair(t, map[string]string{"ECHO": srv.addr()}, nil)
@@ -242,8 +272,8 @@ func TestReconnectAfterDrop(t *testing.T) {
 	}
 
 	r.drop("source")
-	// The open connection cannot survive the WebSocket.
-	if got := readAllTimeout(t, held); got != "" {
+	// The open connection cannot survive the WebSocket: it is reset.
+	if got := readUntilReset(t, held); got != "" {
 		t.Errorf("held connection read %q", got)
 	}
 	r.waitFor("source reconnect", func() bool {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +53,18 @@ func readAllTimeout(t *testing.T, c net.Conn) string {
 	b, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatalf("read: %v", err)
+	}
+	return string(b)
+}
+
+// readUntilReset reads c until it fails, which must be with a TCP reset: a
+// connection that was cut off, not one that ended.
+func readUntilReset(t *testing.T, c net.Conn) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	b, err := io.ReadAll(c)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read %q, then %v; want a connection reset", b, err)
 	}
 	return string(b)
 }
@@ -120,10 +133,11 @@ func TestSourceFramesV3(t *testing.T) {
 	if f.msg.Type != wire.TypeConnectionStart || f.msg.StreamID != 1 || f.msg.ConnectionID != 3 {
 		t.Errorf("third connection started with %v", f)
 	}
-	// STREAM_RESET closes it without an answer; the next connection starts
-	// stream 2 with the next connection id.
+	// STREAM_RESET closes it without an answer, with a TCP reset (the
+	// stream was cut off); the next connection starts stream 2 with the
+	// next connection id.
 	r.send("source", wire.Message{Type: wire.TypeStreamReset, StreamID: 1, ServiceID: "HTTP"})
-	if got := readAllTimeout(t, c3); got != "" {
+	if got := readUntilReset(t, c3); got != "" {
 		t.Errorf("conn 3 read %q", got)
 	}
 	dialLocal(t, addr)
@@ -406,7 +420,7 @@ func TestCloseFrameEndsRun(t *testing.T) {
 	if err := p.wait(t); !errors.Is(err, ErrTunnelClosed) {
 		t.Fatalf("Run = %v, want ErrTunnelClosed", err)
 	}
-	if got := readAllTimeout(t, c); got != "" {
+	if got := readUntilReset(t, c); got != "" {
 		t.Errorf("open connection read %q", got)
 	}
 	if c, err := net.Dial("tcp", addr); err == nil {

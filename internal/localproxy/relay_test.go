@@ -36,7 +36,8 @@ type testRelay struct {
 	sendIDs       bool
 	subprotocol   string // answered subprotocol; "" echoes the offered one
 	noSubprotocol bool
-	reject        int // answer handshakes with this status
+	silent        bool // answer no pings: a relay gone quiet
+	reject        int  // answer handshakes with this status
 	rejectBody    string
 	peers         map[string]*relayPeer
 	conns         int
@@ -171,7 +172,11 @@ func (r *testRelay) handle(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		r.pings = append(r.pings, data)
 		r.notify()
+		silent := r.silent
 		r.mu.Unlock()
+		if silent {
+			return nil
+		}
 		return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
 	ws.SetPongHandler(func(data string) error {

@@ -102,6 +102,7 @@ func (s *session) run(ctx context.Context, subprotocol string) error {
 	s.ctx, s.cancel = context.WithCancelCause(ctx)
 	s.ws.SetReadLimit(wire.MaxWebSocketMessage)
 	s.ws.SetPingHandler(func(data string) error {
+		s.alive()
 		// One pong echoing the payload (the official proxy sends two).
 		// Bounded wait: this runs on the reader goroutine.
 		err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
@@ -110,7 +111,13 @@ func (s *session) run(ctx context.Context, subprotocol string) error {
 		}
 		return nil
 	})
+	// A WebSocket that went silent (the relay's host vanished, or a
+	// middlebox stopped forwarding without closing) is noticed by its read
+	// deadline: anything from the relay, a pong to our pings included,
+	// moves it on.
+	s.alive()
 	s.ws.SetPongHandler(func(data string) error {
+		s.alive()
 		if ms, err := strconv.ParseInt(data, 10, 64); err == nil {
 			s.log.Log(s.ctx, LevelTrace, "pong", "latency_ms", time.Now().UnixMilli()-ms)
 		} else {
@@ -170,7 +177,7 @@ func (s *session) shutdown() {
 	}
 	s.mu.Unlock()
 	for _, c := range all {
-		c.abort(true)
+		c.lost()
 	}
 	s.wg.Wait()
 }
@@ -283,17 +290,27 @@ func (s *session) pingLoop() {
 	}
 }
 
+// alive moves the WebSocket's read deadline to SilenceLimit from now.
+// The relay answers each ping at once and pings go out every ping period,
+// so a live relay is never silent for longer than a period and a round
+// trip; a connection silent for SilenceLimit is taken for dead, its local
+// connections are reset and the proxy reconnects.
+func (s *session) alive() {
+	_ = s.ws.SetReadDeadline(time.Now().Add(s.set.SilenceLimit()))
+}
+
 // messageStream reads the binary WebSocket messages as one byte stream:
 // tunnel frames may span messages.
 type messageStream struct {
-	ws *websocket.Conn
-	r  io.Reader
+	s *session
+	r io.Reader
 }
 
 func (m *messageStream) Read(p []byte) (int, error) {
 	for {
 		if m.r == nil {
-			typ, r, err := m.ws.NextReader()
+			m.s.alive()
+			typ, r, err := m.s.ws.NextReader()
 			if err != nil {
 				return 0, err
 			}
@@ -318,7 +335,7 @@ func (m *messageStream) Read(p []byte) (int, error) {
 // SERVICE_IDS is acted on before SERVICE_IDS arrived, except on a V1 relay
 // (subprotocol 1.0), which has no service ids.
 func (s *session) readLoop(subprotocol string) error {
-	in := &messageStream{ws: s.ws}
+	in := &messageStream{s: s}
 	started := false
 	if isV1Subprotocol(subprotocol) {
 		if err := s.start(nil, false); err != nil {

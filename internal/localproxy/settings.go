@@ -73,6 +73,11 @@ func DefaultSettings() Settings {
 	}
 }
 
+// SilenceLimit is how long the WebSocket may stay silent (no message and
+// no pong to the pings sent every PingPeriod) before the relay is taken
+// for gone: two ping periods, 40 s by default.
+func (s Settings) SilenceLimit() time.Duration { return 2 * s.PingPeriod }
+
 // withDefaults fills zero fields from DefaultSettings.
 func (s Settings) withDefaults() Settings {
 	d := DefaultSettings()

@@ -76,6 +76,7 @@ func (e *engine) acceptLoop(l serviceListener) {
 		s := e.session()
 		if s == nil {
 			e.log.Warn("not connected to the relay; refusing a local connection", "service", l.service, "from", nc.RemoteAddr().String())
+			resetOnClose(nc)
 			nc.Close()
 			continue
 		}

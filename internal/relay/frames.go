@@ -127,10 +127,15 @@ func flowKey(services []string, m *wire.Message) uint64 {
 type messageStream struct {
 	conn *websocket.Conn
 	cur  io.Reader // the message being read; nil between messages
+	// alive, if set, moves the read deadline on before each message.
+	alive func()
 }
 
 // next waits for the next message, which must be binary.
 func (s *messageStream) next() error {
+	if s.alive != nil {
+		s.alive()
+	}
 	typ, r, err := s.conn.NextReader()
 	if err != nil {
 		return err

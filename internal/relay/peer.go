@@ -183,7 +183,8 @@ func (p *peer) logEnd(err error) {
 func (p *peer) readLoop() error {
 	p.conn.SetReadLimit(wire.MaxWebSocketMessage)
 	p.conn.SetPingHandler(p.answerPing)
-	in := &messageStream{conn: p.conn}
+	p.conn.SetPongHandler(func(string) error { p.alive(); return nil })
+	in := &messageStream{conn: p.conn, alive: p.alive}
 	var m wire.Message
 	for {
 		if p.ctx.Err() != nil {
@@ -238,9 +239,20 @@ func readError(err error) error {
 	return v
 }
 
+// alive moves the read deadline to the silence limit from now: a peer
+// that sends nothing for that long, not even its pings, is taken for gone
+// (its host vanished, or a middlebox between us stopped forwarding without
+// closing) and dropped like any other lost connection.
+func (p *peer) alive() {
+	if p.r.silence > 0 {
+		_ = p.conn.SetReadDeadline(time.Now().Add(p.r.silence))
+	}
+}
+
 // answerPing echoes a ping's payload byte for byte in exactly one pong: the
 // official proxy parses it as its clock to measure latency.
 func (p *peer) answerPing(data string) error {
+	p.alive()
 	err := p.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeTimeout))
 	if errors.Is(err, websocket.ErrCloseSent) {
 		return nil

@@ -1,11 +1,11 @@
 // Package relay is Warren's data plane: the WebSocket endpoint (/tunnel) that
 // admits a tunnel's source and destination local proxies, pairs them and
 // forwards their tunnel frames, enforcing the protocol's rules and limits.
-// It owns the live connections and their goroutines, per-tunnel stream
-// bookkeeping (to reset a peer's streams when the other end goes away) and
-// the tunnel lifetime timer while peers are connected. It does not own
-// tunnels: it reads and updates them through Store, and the token rules are
-// tunnel.Admit's.
+// It owns the live connections and their goroutines and per-tunnel stream
+// bookkeeping (to reset a peer's streams when the other end goes away). It
+// does not own tunnels: it reads and updates them through Store, the token
+// rules are tunnel.Admit's, and tunnels whose lifetime ends are closed by
+// the expiry sweeper, which disconnects their peers with CloseTunnel.
 package relay
 
 import (
@@ -60,7 +60,17 @@ type Config struct {
 	// HandshakeFailureRate 0: no limit; a burst below 1 counts as 1.
 	HandshakeFailureRate  float64
 	HandshakeFailureBurst int
+
+	// PeerSilence is how long a peer may send nothing at all (no frame,
+	// no ping) before the relay drops it as gone. Local proxies ping every
+	// 20 s by default (Warren's and the official one). 0 is
+	// DefaultPeerSilence; negative: never.
+	PeerSilence time.Duration
 }
+
+// DefaultPeerSilence is Config.PeerSilence's default: six of the local
+// proxies' default ping periods.
+const DefaultPeerSilence = 2 * time.Minute
 
 // DefaultSendQueueBytes is Config.SendQueueBytes's default: four of the
 // largest frames, enough to keep the writer busy while the reader reads.
@@ -98,6 +108,7 @@ type Relay struct {
 	upgrader websocket.Upgrader
 
 	maxConns     int
+	silence      time.Duration // 0: no limit
 	failureRate  float64
 	failureBurst int
 	failures     *ratelimit.Buckets // by client address; nil: no limit
@@ -122,6 +133,7 @@ func New(cfg Config) *Relay {
 		tunnels: map[string]*tunnelState{},
 
 		maxConns:     max(cfg.MaxConnections, 0),
+		silence:      cfg.PeerSilence,
 		failureRate:  cfg.HandshakeFailureRate,
 		failureBurst: max(cfg.HandshakeFailureBurst, 1),
 		failures:     ratelimit.New(ratelimit.Config{Rate: cfg.HandshakeFailureRate, Burst: cfg.HandshakeFailureBurst}),
@@ -131,6 +143,12 @@ func New(cfg Config) *Relay {
 	}
 	if r.now == nil {
 		r.now = time.Now
+	}
+	switch {
+	case r.silence == 0:
+		r.silence = DefaultPeerSilence
+	case r.silence < 0:
+		r.silence = 0
 	}
 	if r.queue.Budget < 1 {
 		r.queue.Budget = DefaultSendQueueBytes
@@ -260,7 +278,7 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 		old.stop(0, reasonReplaced)
 		<-old.detached
 	}
-	closed, dropped := ts.register(p, now, t.ExpiresAt(), func() { r.expire(ts) })
+	closed, dropped := ts.register(p)
 	switch {
 	case dropped:
 		p.stop(0, reasonShutdown)
@@ -350,7 +368,6 @@ func (r *Relay) release(ts *tunnelState) {
 	ts.refs--
 	if ts.refs == 0 {
 		delete(r.tunnels, ts.id)
-		ts.stopTimer()
 	}
 }
 
@@ -385,27 +402,9 @@ func (r *Relay) markDisconnected(id string, sd side) {
 	}
 }
 
-// expire runs when a tunnel with peers reaches the end of its lifetime.
-func (r *Relay) expire(ts *tunnelState) {
-	if !r.enter() {
-		return
-	}
-	defer r.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	now := r.now()
-	if _, err := r.store.UpdateTunnel(ctx, ts.id, func(t *tunnel.Tunnel) error {
-		t.Close(now)
-		return nil
-	}); err != nil {
-		r.log.Error("relay: close expired tunnel", "tunnel", ts.id, "err", err)
-	}
-	r.log.Info("relay: tunnel lifetime reached; closing its connections", "tunnel", ts.id)
-	ts.closeAll(websocket.CloseNormalClosure, reasonTunnelClosed, false)
-}
-
-// CloseTunnel ends the connections of a tunnel that was closed: both peers
-// get a close frame (which makes the official proxy exit instead of
+// CloseTunnel ends the connections of a tunnel that was closed (by the API,
+// or by the expiry sweeper when its lifetime ended): both peers get a close
+// frame (which makes the official proxy exit instead of
 // reconnecting), then their connections are closed.
 func (r *Relay) CloseTunnel(tunnelID string) {
 	if ts := r.lookup(tunnelID); ts != nil {
@@ -460,7 +459,6 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	for _, ts := range states {
-		ts.stopTimer()
 		ts.closeAll(0, reasonShutdown, true)
 	}
 	done := make(chan struct{})

@@ -263,25 +263,33 @@ func TestCloseTunnel(t *testing.T) {
 	e.relay.CloseTunnel("no-such-tunnel")
 }
 
+// A tunnel past its lifetime that the expiry sweeper has not closed yet is
+// refused at admission all the same (tunnel.Expired, the one rule). The
+// relay closes nothing by itself: the sweeper closes the tunnel and calls
+// CloseTunnel, which sends the close frames.
 func TestLifetimeExpiry(t *testing.T) {
 	e := newEnv(t, Config{})
 	created := time.Now()
 	tn, tok := e.newTunnelAt(created, 1, "HTTP")
 	dst := e.mustDial(dialOpts{mode: tunnel.ModeDestination, token: tok.Destination})
-	// The clock moves to shortly before the end of the tunnel's minute; the
-	// second peer's registration arms the timer for what is left.
-	e.clock.set(created.Add(time.Minute - 100*time.Millisecond))
-	src := e.mustDial(dialOpts{mode: tunnel.ModeSource, token: tok.Source})
-	for _, c := range []*client{src, dst} {
-		if text := c.expectClose(websocket.CloseNormalClosure); text != "tunnel closed" {
-			t.Errorf("close text %q", text)
-		}
+	e.clock.set(created.Add(time.Minute))
+	if status, _ := e.dialStatus(dialOpts{mode: tunnel.ModeSource, token: tok.Source}); status != http.StatusGone {
+		t.Fatalf("handshake after the lifetime got %d, want 410", status)
 	}
-	e.ended(2)
-	got := e.tunnel(tn.ID)
-	if got.Status != tunnel.StatusClosed || got.Source.Connected || got.Destination.Connected {
-		t.Fatalf("store: %s source %v destination %v", got.Status, got.Source.Connected, got.Destination.Connected)
+	if got := e.tunnel(tn.ID); got.Status != tunnel.StatusOpen || !got.Destination.Connected {
+		t.Fatalf("the relay changed the tunnel by itself: %s, destination connected %v", got.Status, got.Destination.Connected)
 	}
+	if _, err := e.store.UpdateTunnel(context.Background(), tn.ID, func(t *tunnel.Tunnel) error {
+		t.Close(t.ExpiresAt())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.relay.CloseTunnel(tn.ID)
+	if text := dst.expectClose(websocket.CloseNormalClosure); text != "tunnel closed" {
+		t.Errorf("close text %q", text)
+	}
+	e.ended(1)
 }
 
 func TestShutdownDropsWithoutCloseFrame(t *testing.T) {
@@ -654,5 +662,44 @@ func TestBackpressure(t *testing.T) {
 	}
 	if err := <-writeErr; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A peer that sends nothing for PeerSilence, not even a ping (its host is
+// gone, or a middlebox stopped forwarding without closing), is dropped, and
+// the store records it disconnected; a peer that pings stays.
+func TestSilentPeerDropped(t *testing.T) {
+	const silence = 500 * time.Millisecond
+	e := newEnv(t, Config{PeerSilence: silence})
+	tn, tok := e.newTunnel("HTTP")
+	src, dst := e.pair(tn, tok)
+	stop := make(chan struct{})
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(silence / 5):
+			}
+			if err := src.conn.WriteControl(websocket.PingMessage, []byte("1"), time.Now().Add(waitLimit)); err != nil {
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	dst.expectDrop()
+	took := time.Since(start)
+	close(stop)
+	<-pinged
+	if took < silence-100*time.Millisecond || took > silence+5*time.Second {
+		t.Errorf("the silent peer was dropped after %v; its limit is %v", took, silence)
+	}
+	eventually(t, "the store to record the silent peer disconnected", func() bool {
+		return !e.tunnel(tn.ID).Destination.Connected
+	})
+	if got := e.tunnel(tn.ID); !got.Source.Connected {
+		t.Error("the pinging peer was dropped too")
 	}
 }

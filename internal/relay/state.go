@@ -3,7 +3,6 @@ package relay
 import (
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
 	"github.com/warrentunnel/warren/internal/wire"
@@ -67,9 +66,8 @@ type tunnelState struct {
 	peers    [2]*peer
 	services []serviceState // at most one per service
 	live     int            // connections in services' conns
-	expiry   *time.Timer
-	closed   bool // tunnel closed or expired: a new peer gets a close frame
-	dropped  bool // relay shutting down: a new peer is dropped
+	closed   bool           // tunnel closed (or expired): a new peer gets a close frame
+	dropped  bool           // relay shutting down: a new peer is dropped
 }
 
 func (ts *tunnelState) peer(sd side) *peer {
@@ -78,26 +76,13 @@ func (ts *tunnelState) peer(sd side) *peer {
 	return ts.peers[sd]
 }
 
-// register makes p its side's peer and arms the lifetime timer. It reports
-// whether the tunnel was closed or the relay is shutting down meanwhile.
-func (ts *tunnelState) register(p *peer, now, expiresAt time.Time, expire func()) (closed, dropped bool) {
+// register makes p its side's peer. It reports whether the tunnel was
+// closed or the relay is shutting down meanwhile.
+func (ts *tunnelState) register(p *peer) (closed, dropped bool) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	ts.peers[p.side] = p
-	if ts.expiry != nil {
-		ts.expiry.Stop()
-	}
-	ts.expiry = time.AfterFunc(max(expiresAt.Sub(now), 0), expire)
 	return ts.closed, ts.dropped
-}
-
-func (ts *tunnelState) stopTimer() {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	if ts.expiry != nil {
-		ts.expiry.Stop()
-		ts.expiry = nil
-	}
 }
 
 // closeAll stops both peers: with a close frame (code != 0) when the tunnel

@@ -24,6 +24,7 @@ import (
 
 	"github.com/warrentunnel/warren/internal/api"
 	"github.com/warrentunnel/warren/internal/bandwidth"
+	"github.com/warrentunnel/warren/internal/expiry"
 	"github.com/warrentunnel/warren/internal/metrics"
 	"github.com/warrentunnel/warren/internal/mqttbroker"
 	"github.com/warrentunnel/warren/internal/notify"
@@ -177,6 +178,7 @@ type Server struct {
 	log     *slog.Logger
 	store   *store.Store
 	relay   *relay.Relay
+	sweep   *expiry.Sweeper
 	bw      *bandwidth.Limiter
 	metrics *metrics.Metrics // nil without MetricsListen
 	http    *http.Server
@@ -300,6 +302,8 @@ func (s *Server) prepare(ctx context.Context) error {
 		HandshakeFailureRate:  q.HandshakeFailureRate,
 		HandshakeFailureBurst: q.HandshakeFailureBurst,
 	})
+	// The one place that closes tunnels whose lifetime is over.
+	s.sweep = expiry.New(expiry.Config{Store: s.store, Relay: s.relay, Logger: s.log.With("component", "expiry")})
 	if err := s.prepareMQTT(); err != nil {
 		return err
 	}
@@ -452,6 +456,7 @@ func (s *Server) Start() error {
 			"metrics", "http://"+mln.Addr().String()+"/metrics", "healthz", "/healthz", "readyz", "/readyz")
 		s.serve(s.mhttp, mln)
 	}
+	s.sweep.Start()
 	s.serve(s.http, ln)
 	s.serving.Store(true)
 	return nil
@@ -492,22 +497,31 @@ func (s *Server) Endpoint() string {
 
 // Shutdown stops accepting, drops every tunnel peer without a close frame
 // (so local proxies reconnect to the next server), waits for in-flight API
-// requests and closes the store.
+// requests (until ctx is done; then their connections are closed), records
+// every tunnel as disconnected and closes the store, which checkpoints its
+// write-ahead log.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.serving.Store(false)
 	var errs []error
 	if s.ln != nil {
-		errs = append(errs, s.http.Shutdown(ctx))
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, err, s.http.Close())
+		}
 	}
 	if s.mln != nil {
 		errs = append(errs, s.mhttp.Shutdown(ctx))
 	}
+	s.sweep.Stop()
 	errs = append(errs, s.relay.Shutdown(ctx))
 	s.wg.Wait()
 	errs = append(errs, s.closeNotifications(ctx))
 	s.bw.Close()
+	// The store is left as the next start would make it: nobody connected.
+	// This gets a moment of its own even when ctx ran out.
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
 	s.errMu.Lock()
-	errs = append(errs, s.store.Close(), s.err)
+	errs = append(errs, s.store.MarkAllDisconnected(mctx, time.Now()), s.store.Close(), s.err)
 	s.errMu.Unlock()
 	return errors.Join(errs...)
 }

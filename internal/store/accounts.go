@@ -142,8 +142,7 @@ func (s *Store) DeleteAccount(ctx context.Context, id string) (openTunnels []str
 	return openTunnels, nil
 }
 
-// AccountOpenTunnels lists the tunnels of an account whose status is OPEN
-// (some may have outlived their lifetime without being closed yet).
+// AccountOpenTunnels lists the tunnels of an account whose status is OPEN.
 func (s *Store) AccountOpenTunnels(ctx context.Context, accountID string) ([]tunnel.Tunnel, error) {
 	return s.queryTunnels(ctx, `SELECT data FROM tunnels WHERE account_id = ? AND status = 'OPEN'`, accountID)
 }

@@ -235,9 +235,9 @@ func tunnelRow(t tunnel.Tunnel, data []byte) []any {
 
 // CreateTunnelWithin adds an open tunnel unless its account already has
 // maxOpen open tunnels, in which case it returns tunnel.ErrLimitExceeded;
-// maxOpen 0 or less means no limit. A tunnel past its lifetime counts as
-// closed, whatever its status column says (the API closes such tunnels when
-// it reads them). The count and the insert are one transaction, which
+// maxOpen 0 or less means no limit. A tunnel is open until its status says
+// otherwise (the expiry sweeper closes it at the end of its lifetime). The
+// count and the insert are one transaction, which
 // begins IMMEDIATE (the DSN's _txlock): SQLite takes its write lock at the
 // start, so concurrent calls run one after another and two cannot both see
 // maxOpen-1 and both insert.
@@ -254,7 +254,7 @@ func (s *Store) CreateTunnelWithin(ctx context.Context, t tunnel.Tunnel, maxOpen
 		return fmt.Errorf("create tunnel %s: %w", t.ID, err)
 	}
 	defer tx.Rollback()
-	n, err := countOpenTunnels(ctx, tx, t.AccountID, t.CreatedAt)
+	n, err := countOpenTunnels(ctx, tx, t.AccountID)
 	if err != nil {
 		return err
 	}
@@ -270,10 +270,9 @@ func (s *Store) CreateTunnelWithin(ctx context.Context, t tunnel.Tunnel, maxOpen
 	return nil
 }
 
-// CountOpenTunnels is how many tunnels of an account are open at a time:
-// status OPEN and lifetime not yet over.
-func (s *Store) CountOpenTunnels(ctx context.Context, accountID string, at time.Time) (int, error) {
-	return countOpenTunnels(ctx, s.db, accountID, at)
+// CountOpenTunnels is how many tunnels of an account have status OPEN.
+func (s *Store) CountOpenTunnels(ctx context.Context, accountID string) (int, error) {
+	return countOpenTunnels(ctx, s.db, accountID)
 }
 
 // querier is a *sql.DB or a *sql.Tx.
@@ -281,11 +280,9 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func countOpenTunnels(ctx context.Context, q querier, accountID string, at time.Time) (int, error) {
-	// created_at is in nanoseconds; the lifetime is only in the JSON.
+func countOpenTunnels(ctx context.Context, q querier, accountID string) (int, error) {
 	var n int
-	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM tunnels WHERE account_id = ? AND status = 'OPEN'
-		AND created_at + json_extract(data, '$.LifetimeMinutes') * 60000000000 > ?`, accountID, at.UnixNano()).Scan(&n)
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM tunnels WHERE account_id = ? AND status = 'OPEN'`, accountID).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count open tunnels of %s: %w", accountID, err)
 	}
@@ -324,7 +321,8 @@ func (s *Store) Tunnels(ctx context.Context, accountID, thingName string, after 
 	return s.queryTunnels(ctx, q, accountID, thingName, after.CreatedAt.UnixNano(), after.ID, limit)
 }
 
-// OpenTunnels lists every open tunnel of every account (for expiry).
+// OpenTunnels lists every open tunnel of every account (for the expiry
+// sweeper).
 func (s *Store) OpenTunnels(ctx context.Context) ([]tunnel.Tunnel, error) {
 	return s.queryTunnels(ctx, `SELECT data FROM tunnels WHERE status = 'OPEN'`)
 }
