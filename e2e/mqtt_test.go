@@ -614,29 +614,18 @@ func dialMQTTAuth(t *testing.T, addr, user, pw string) (*mqttClient, error) {
 	return m, nil
 }
 
-// The device agent (localproxy agent) on Warren's own broker, set up as the
-// README's Devices section says: its certificate from
-// create-keys-and-certificate attached to its thing, ca.pem to trust the
-// broker. OpenTunnel alone brings up the device's destination, and a source
-// local proxy reaches the device's web server through it.
-func TestAgentOnEmbeddedBroker(t *testing.T) {
-	mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	s := startService(t, "--mqtt-listen", mqttAddr)
-	thing := uniqueThing("AgentDevice")
-	s.warren(t, nil, "create-thing", "--thing-name", thing)
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "device.pem"), filepath.Join(dir, "device-key.pem")
-	var kc keysAndCert
-	s.warren(t, &kc, "create-keys-and-certificate", "--set-as-active", "--certificate-pem-outfile", certFile, "--private-key-outfile", keyFile)
-	s.warren(t, nil, "attach-thing-principal", "--thing-name", thing, "--principal", kc.CertificateArn)
-	var ep struct{ EndpointAddress string }
-	s.warren(t, &ep, "describe-endpoint", "--endpoint-type", "iot:Data-ATS")
-
-	device := httpDevice(t, "hello from "+thing)
-	agent := startAgent(t, s, ep.EndpointAddress, thing, []string{bin.localproxy},
-		"--cert", certFile, "--key", keyFile, "--ca", filepath.Join(s.dir, "ca.pem"), "-d", "HTTP="+device)
+// deviceSession is what a device with the agent sees, the way an operator
+// drives it: the agent runs (subscribed already), open-tunnel alone brings up
+// its destination and a page loads through a source local proxy; a rotation
+// of the destination's token swaps the agent's destination for a new one
+// (the old one stops on its close frame) and the page loads again through
+// the same source; closing the tunnel stops the new one. No token is ever
+// handed to the device, and none is in the agent's log.
+func deviceSession(t *testing.T, s *service, agent *proc, thing, device string) {
+	t.Helper()
 	var open openTunnelOut
 	s.warren(t, &open, "open-tunnel", "--destination-config", "thingName="+thing+",services=HTTP")
+	agent.waitLog(t, 30*time.Second, `starting a destination for a tunnel notification" destination=1 `, 1)
 	s.destinationConnected(t, open.TunnelID, "CONNECTED")
 	port := freePort(t)
 	s.localproxy(t, "source localproxy", "-s", fmt.Sprintf("HTTP=%d", port), "-t", open.SourceAccessToken)
@@ -644,13 +633,72 @@ func TestAgentOnEmbeddedBroker(t *testing.T) {
 	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/page", port)); got != "hello from "+thing+" /page" {
 		t.Fatalf("through the agent's destination: %q", got)
 	}
+
+	var rot rotateOut
+	s.warren(t, &rot, "rotate-tunnel-access-token", "--tunnel-id", open.TunnelID, "--client-mode", "DESTINATION")
+	agent.waitLog(t, 30*time.Second, `destination stopped" destination=1 `, 1)
+	agent.waitLog(t, 30*time.Second, `starting a destination for a tunnel notification" destination=2 `, 1)
+	s.destinationConnected(t, open.TunnelID, "CONNECTED")
+	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/rotated", port)); got != "hello from "+thing+" /rotated" {
+		t.Fatalf("through the rotated destination: %q", got)
+	}
+
+	s.warren(t, nil, "close-tunnel", "--tunnel-id", open.TunnelID)
+	agent.waitLog(t, 30*time.Second, `destination stopped" destination=2 `, 1)
+	if agent.exited() {
+		t.Fatal("the agent exited with its tunnel's destination")
+	}
+	for _, tok := range []string{open.DestinationAccessToken, open.SourceAccessToken, rot.DestinationAccessToken} {
+		if strings.Contains(agent.output(), tok) {
+			t.Fatal("the agent's log holds an access token")
+		}
+	}
+	checkNoToken(t, s, open.DestinationAccessToken, open.SourceAccessToken, rot.DestinationAccessToken)
+}
+
+// A device set up with the AWS CLI v2 (keys and certificate from Warren's
+// device CA, attached to its thing, the broker's address from
+// describe-endpoint) runs the agent against the embedded broker with mutual
+// TLS: a device session (deviceSession), then revoking the certificate cuts
+// the agent off the broker at once.
+func TestAgentOnEmbeddedBroker(t *testing.T) {
+	cli, ok := awsCLIs(t)["v2"]
+	if !ok {
+		t.Fatal("this test drives the AWS CLI v2 (/usr/bin/aws, Debian's awscli); .ci/run installs it")
+	}
+	mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s := startService(t, "--mqtt-listen", mqttAddr)
+	thing := uniqueThing("AgentDevice")
+	s.aws(t, cli, nil, "iot", "create-thing", "--thing-name", thing)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "device.pem"), filepath.Join(dir, "device-key.pem")
+	var kc keysAndCert
+	s.aws(t, cli, &kc, "iot", "create-keys-and-certificate", "--set-as-active", "--certificate-pem-outfile", certFile, "--private-key-outfile", keyFile)
+	s.aws(t, cli, nil, "iot", "attach-thing-principal", "--thing-name", thing, "--principal", kc.CertificateArn)
+	var ep struct{ EndpointAddress string }
+	s.aws(t, cli, &ep, "iot", "describe-endpoint", "--endpoint-type", "iot:Data-ATS")
+
+	device := httpDevice(t, "hello from "+thing)
+	agent := startAgent(t, s, ep.EndpointAddress, thing, []string{bin.localproxy},
+		"--cert", certFile, "--key", keyFile, "--ca", filepath.Join(s.dir, "ca.pem"), "-d", "HTTP="+device)
+	deviceSession(t, s, agent, thing, device)
+
 	// Revoking the device's certificate cuts it off the broker at once.
-	s.warren(t, nil, "update-certificate", "--certificate-id", kc.CertificateID, "--new-status", "REVOKED")
+	s.aws(t, cli, nil, "iot", "update-certificate", "--certificate-id", kc.CertificateID, "--new-status", "REVOKED")
 	waitFor(t, 20*time.Second, "the server to disconnect the agent", func() bool {
 		return strings.Contains(s.p.output(), "disconnecting an MQTT client whose certificate is no longer active")
 	})
-	checkNoToken(t, s, open.DestinationAccessToken, open.SourceAccessToken)
-	if strings.Contains(agent.output(), open.DestinationAccessToken) {
-		t.Fatal("the agent's log holds the destination token")
-	}
+	agent.waitLog(t, 30*time.Second, "lost the broker connection", 1)
+}
+
+// The same device session through the machine's Mosquitto: the server
+// publishes there (--mqtt-url) and the agent subscribes there.
+func TestAgentThroughMosquitto(t *testing.T) {
+	needMosquitto(t)
+	s := startService(t, "--mqtt-url", "mqtt://"+mosquittoAddr)
+	thing := uniqueThing("MosquittoDevice")
+	s.warren(t, nil, "create-thing", "--thing-name", thing)
+	device := httpDevice(t, "hello from "+thing)
+	agent := startAgent(t, s, "mqtt://"+mosquittoAddr, thing, []string{bin.localproxy}, "-d", "HTTP="+device)
+	deviceSession(t, s, agent, thing, device)
 }
