@@ -421,7 +421,9 @@ type hostile struct {
 	lingering sync.WaitGroup // connections awaited in the background
 }
 
-func newHostile(t *testing.T, s *service) *hostile {
+// newHostileTLS is a hostile client of s that trusts its CA, without
+// tunnels of its own.
+func newHostileTLS(t *testing.T, s *service) *hostile {
 	t.Helper()
 	pem, err := os.ReadFile(filepath.Join(s.dir, "ca.pem"))
 	if err != nil {
@@ -429,8 +431,15 @@ func newHostile(t *testing.T, s *service) *hostile {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	h := &hostile{t: t, s: s, tls: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"},
+	return &hostile{t: t, s: s, tls: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"},
 		counts: map[string]int{}, outcomes: map[string]map[string]int{}}
+}
+
+// newHostile is a hostile client of s with hostileTunnels tunnels whose
+// valid tokens it abuses.
+func newHostile(t *testing.T, s *service) *hostile {
+	t.Helper()
+	h := newHostileTLS(t, s)
 	s.warren(t, nil, "create-thing", "--thing-name", "hostile")
 	h.tunnels = make([]openTunnelOut, hostileTunnels)
 	runAll(t, len(h.tunnels), func(i int) (string, error) {
