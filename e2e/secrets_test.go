@@ -23,7 +23,8 @@ import (
 // a rotation of both tokens and both proxies back with the new ones, then
 // the tunnel's close. No log, no error output and no output of a command
 // that is not there to show a secret contains a secret: an access token
-// (old, rotated or wrong), a secret access key or a private key.
+// (old, rotated or wrong), a secret access key or a private key; and the
+// store's files hold no access token in clear.
 func TestSecretsNeverLogged(t *testing.T) {
 	clis := awsCLIs(t)
 	cli, ok := clis["v2"]
@@ -160,6 +161,24 @@ func TestSecretsNeverLogged(t *testing.T) {
 		}
 	}
 	t.Logf("searched %d outputs (%d bytes) for %d secrets", len(outputs), total, len(secrets))
+
+	// The store keeps only the tokens' hashes. (It must keep the secret
+	// access keys themselves: SigV4 signatures are checked with them.)
+	dbFiles, _ := filepath.Glob(filepath.Join(s.dir, "warren.db*"))
+	if len(dbFiles) == 0 {
+		t.Fatal("no store files in the data directory")
+	}
+	for _, f := range dbFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sec := range secrets[:4] {
+			if strings.Contains(string(b), sec.text) {
+				t.Errorf("the store's file %s holds %s in clear", filepath.Base(f), sec.name)
+			}
+		}
+	}
 	// The logs were as verbose as they get: the search means something.
 	for _, out := range outputs {
 		if strings.HasPrefix(out.name, "warren serve") && !strings.Contains(out.text, "level=DEBUG") ||
