@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
 	"github.com/warrentunnel/warren/internal/bandwidth"
 	"github.com/warrentunnel/warren/internal/fairq"
 	"github.com/warrentunnel/warren/internal/framepool"
@@ -65,7 +67,20 @@ type peer struct {
 	dir    bandwidth.Direction
 	sub    *bandwidth.Subscription
 	credit linkCredit
+
+	// pings bounds the pings the peer may send (each costs a pong
+	// written from the reader); only its reader uses it.
+	pings *rate.Limiter
 }
+
+// A peer may ping in bursts of pingBurst, then pingRate times a second:
+// the official proxy pings every 20 s (its ping_period_ms setting), so
+// only a flood goes past that, and is closed with a policy violation
+// instead of keeping the relay writing pongs.
+const (
+	pingRate  = 10
+	pingBurst = 100
+)
 
 func newPeer(r *Relay, ts *tunnelState, sd side, t tunnel.Tunnel, h handshake, channelID string) *peer {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -85,6 +100,7 @@ func newPeer(r *Relay, ts *tunnelState, sd side, t tunnel.Tunnel, h handshake, c
 		cancel:     cancel,
 		writerDone: make(chan struct{}),
 		detached:   make(chan struct{}),
+		pings:      rate.NewLimiter(pingRate, pingBurst),
 	}
 	if h.mode == tunnel.ModeDestination {
 		p.dir = bandwidth.ToSource
@@ -253,6 +269,9 @@ func (p *peer) alive() {
 // official proxy parses it as its clock to measure latency.
 func (p *peer) answerPing(data string) error {
 	p.alive()
+	if !p.pings.Allow() {
+		return violated(websocket.ClosePolicyViolation, "ping flood: more than %d pings at once or %d a second", pingBurst, pingRate)
+	}
 	err := p.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeTimeout))
 	if errors.Is(err, websocket.ErrCloseSent) {
 		return nil

@@ -240,6 +240,10 @@ func (r *Relay) reject(w http.ResponseWriter, req *http.Request, channelID strin
 	r.log.Info("relay: handshake rejected", "status", e.status, "reason", e.msg, "mode", string(mode),
 		"remote", req.RemoteAddr, "channel", channelID)
 	w.Header()[channelIDHeader] = []string{channelID}
+	// The connection ends with the answer: a client whose upgrade was
+	// refused has no use for it, and one guessing tokens must not keep it
+	// (and a server goroutine) idle until the keep-alive timeout.
+	w.Header().Set("Connection", "close")
 	http.Error(w, e.msg, e.status)
 }
 

@@ -703,3 +703,33 @@ func TestSilentPeerDropped(t *testing.T) {
 		t.Error("the pinging peer was dropped too")
 	}
 }
+
+// Pings within the allowance are answered one for one; a flood is closed
+// as a policy violation (the close frame may be lost to the reset the
+// flooder's unread pings cause), and the other peer carries on.
+func TestPingFloodIsClosed(t *testing.T) {
+	e := newEnv(t, Config{})
+	tn, tok := e.newTunnel("SSH")
+	src, dst := e.pair(tn, tok)
+	for range pingBurst / 2 {
+		src.ping("1795767944609")
+	}
+	if got := src.syncPongs(); len(got) != pingBurst/2+1 {
+		t.Fatalf("%d pongs for %d pings", len(got), pingBurst/2+1)
+	}
+	for range 4 * pingBurst {
+		if err := dst.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(waitLimit)); err != nil {
+			break // closed already
+		}
+	}
+	if got, code, _ := dst.ended(); got && code != websocket.ClosePolicyViolation {
+		t.Fatalf("close code %d, want %d", code, websocket.ClosePolicyViolation)
+	}
+	for deadline := time.Now().Add(waitLimit); e.relay.stats.disconnects[disconnectIndex(reasonViolation)].Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.relay.stats.disconnects[disconnectIndex(reasonViolation)].Load(); n != 1 || !strings.Contains(e.logs.String(), "ping flood") {
+		t.Fatalf("%d violations; log:\n%s", n, e.logs.String())
+	}
+	src.syncPongs() // still served
+}

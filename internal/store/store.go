@@ -50,6 +50,9 @@ CREATE INDEX IF NOT EXISTS tunnels_open ON tunnels (status);
 CREATE INDEX IF NOT EXISTS tunnels_by_account_status ON tunnels (account_id, status);
 `
 
+// MaxConnections is how many SQLite connections a Store opens at most.
+const MaxConnections = 8
+
 // Open opens (creating if needed) the SQLite database at path.
 func Open(path string) (*Store, error) {
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)&_txlock=immediate"
@@ -57,6 +60,12 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	// A bounded pool: a flood of handshakes or requests waits for a
+	// connection instead of opening one each (every SQLite connection
+	// has a page cache and file descriptors of its own). Writers take
+	// turns anyway (one write lock); WAL readers share this many.
+	db.SetMaxOpenConns(MaxConnections)
+	db.SetMaxIdleConns(MaxConnections)
 	if err := migrate(context.Background(), db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("prepare schema in %s: %w", path, err)

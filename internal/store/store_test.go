@@ -260,3 +260,36 @@ func TestTunnelCountsAndPing(t *testing.T) {
 		t.Fatal("Ping of a closed store succeeded")
 	}
 }
+
+// Many callers at once share a bounded pool of connections.
+func TestConnectionsBounded(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	tu, _, _ := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, time.Now())
+	if err := s.CreateTunnel(ctx, tu); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if i%2 == 0 {
+				_, _, err = s.TunnelByToken(ctx, tu.Source.TokenHash)
+			} else {
+				_, err = s.UpdateTunnel(ctx, tu.ID, func(t *tunnel.Tunnel) error { t.LifetimeMinutes--; return nil })
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if st := s.db.Stats(); st.MaxOpenConnections != MaxConnections || st.OpenConnections > MaxConnections {
+		t.Fatalf("pool stats %+v, want at most %d connections", st, MaxConnections)
+	}
+	if got, _ := s.Tunnel(ctx, "acct1", tu.ID); got.LifetimeMinutes != 720-100 {
+		t.Fatalf("lifetime %d after 100 updates", got.LifetimeMinutes)
+	}
+}
