@@ -31,13 +31,16 @@ func (s *Store) CreateAccount(ctx context.Context, a tunnel.Account) error {
 // still exists.
 func (s *Store) Accounts(ctx context.Context, after tunnel.Position, limit int) ([]tunnel.Account, error) {
 	q := `SELECT ` + accountColumns + ` FROM accounts`
+	var args []any
 	if !after.IsStart() {
-		q += ` WHERE (created_at, id) > (?1, ?2)`
+		q += ` WHERE (created_at, id) > (?, ?)`
+		args = append(args, after.CreatedAt.UnixNano(), after.ID)
 	}
+	n := int64(limit)
 	if limit <= 0 {
-		limit = -1 // SQLite: no limit
+		n = s.db.d.noLimit
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, id LIMIT ?3`, after.CreatedAt.UnixNano(), after.ID, limit)
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at, id LIMIT ?`, append(args, n)...)
 	if err != nil {
 		return nil, fmt.Errorf("list accounts: %w", err)
 	}
@@ -73,7 +76,7 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, fn func(*tunnel.Ac
 		return tunnel.Account{}, fmt.Errorf("update account %s: %w", id, err)
 	}
 	defer tx.Rollback()
-	a, err := scanAccount(tx.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id = ?`, id))
+	a, err := scanAccount(tx.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id = ?`+s.db.d.forUpdate, id))
 	if err != nil {
 		return a, err
 	}
@@ -88,7 +91,10 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, fn func(*tunnel.Ac
 		return a, fmt.Errorf("account name %q: %w", a.Name, tunnel.ErrExists)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE accounts SET name = ?, admin = ?, bandwidth_limit = ? WHERE id = ?`,
-		a.Name, a.Admin, a.BandwidthLimit, id); err != nil {
+		a.Name, a.Admin, a.BandwidthLimit, id); uniqueViolation(err) {
+		// Another server took the name since the check above.
+		return a, fmt.Errorf("account name %q: %w", a.Name, tunnel.ErrExists)
+	} else if err != nil {
 		return a, fmt.Errorf("update account %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {

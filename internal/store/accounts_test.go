@@ -21,9 +21,10 @@ func newAccount(t *testing.T, name string, admin bool, created time.Time) tunnel
 	return a
 }
 
-func TestAccounts(t *testing.T) {
+func TestAccounts(t *testing.T) { forEachBackend(t, testAccounts) }
+
+func testAccounts(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	admin := newAccount(t, "admin", true, base)
 	alice := newAccount(t, "alice", false, base.Add(time.Second))
@@ -85,8 +86,11 @@ func TestAccounts(t *testing.T) {
 }
 
 func TestDeleteAccountTakesEverythingItOwns(t *testing.T) {
+	forEachBackend(t, testDeleteAccountTakesEverythingItOwns)
+}
+
+func testDeleteAccountTakesEverythingItOwns(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	now := time.Now()
 	alice := newAccount(t, "alice", false, now)
 	bob := newAccount(t, "bob", false, now)

@@ -72,7 +72,7 @@ func (s *Store) UpdateCertificate(ctx context.Context, accountID, id string, fn 
 		return tunnel.Certificate{}, fmt.Errorf("update certificate %s: %w", id, err)
 	}
 	defer tx.Rollback()
-	c, err := scanCertificate(tx.QueryRowContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE id = ? AND account_id = ?`, id, accountID))
+	c, err := scanCertificate(tx.QueryRowContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE id = ? AND account_id = ?`+s.db.d.forUpdate, id, accountID))
 	if err != nil {
 		return c, err
 	}

@@ -16,9 +16,10 @@ func certID(n int) string { return fmt.Sprintf("%064x", n) }
 // Certificates and their attachments are per account: another account sees
 // neither, a thing's deletion takes its attachments, an account's deletion
 // everything.
-func TestCertificatesAndPrincipals(t *testing.T) {
+func TestCertificatesAndPrincipals(t *testing.T) { forEachBackend(t, testCertificatesAndPrincipals) }
+
+func testCertificatesAndPrincipals(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, th := range []tunnel.Thing{{AccountID: "a", Name: "dev1"}, {AccountID: "a", Name: "dev2"}, {AccountID: "b", Name: "dev1"}} {
 		if err := s.CreateThing(ctx, th); err != nil {

@@ -3,20 +3,17 @@ package store
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/warrentunnel/warren/internal/tunnel"
 )
 
-func TestSecretMadeOnceAndKept(t *testing.T) {
+func TestSecretMadeOnceAndKept(t *testing.T) { forEachDatabase(t, testSecretMadeOnceAndKept) }
+
+func testSecretMadeOnceAndKept(t *testing.T, open func(*testing.T) *Store) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "w.db")
-	s, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := open(t)
 	a, err := s.Secret(ctx, "cursor", 32)
 	if err != nil || len(a) != 32 {
 		t.Fatalf("secret: %x, %v", a, err)
@@ -28,11 +25,7 @@ func TestSecretMadeOnceAndKept(t *testing.T) {
 		t.Fatalf("another name's secret: %x, %v", c, err)
 	}
 	s.Close()
-	s, err = Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = open(t)
 	if b, err := s.Secret(ctx, "cursor", 32); err != nil || !bytes.Equal(a, b) {
 		t.Fatalf("after reopening: %x, %v; want %x", b, err, a)
 	}
@@ -41,8 +34,11 @@ func TestSecretMadeOnceAndKept(t *testing.T) {
 // A page continues from a place, not from a row: deleting the previous
 // page's tunnels does not move or break the next page.
 func TestTunnelsPageAfterDeletedRows(t *testing.T) {
+	forEachBackend(t, testTunnelsPageAfterDeletedRows)
+}
+
+func testTunnelsPageAfterDeletedRows(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var ids []string // newest first
 	for i := range 6 {

@@ -1,7 +1,11 @@
 // Package store persists Warren's domain (accounts, things, tunnels) behind
-// the methods of Store. SQLite (pure Go, WAL) is the embedded default; other
-// backends implement the same methods later. It applies no domain rules: it
-// keeps what the callers hand it and finds it again.
+// the methods of Store. SQLite (pure Go, WAL; Open) is the embedded default
+// for one server; PostgreSQL (pgx; OpenPostgres) lets several servers share
+// one database. Both backends are the one Store type: every query is written
+// once and a small dialect (dialect.go) says what differs (placeholders,
+// column types, row locks, the schema's versioning), so the callers and the
+// tests see no difference. It applies no domain rules: it keeps what the
+// callers hand it and finds it again.
 package store
 
 import (
@@ -16,9 +20,10 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// Store is the SQLite-backed store. It is safe for concurrent use.
+// Store is the SQLite- or PostgreSQL-backed store. It is safe for
+// concurrent use.
 type Store struct {
-	db *sql.DB
+	db conn
 }
 
 // schema is version 0 of the schema; migrations change it from there.
@@ -66,11 +71,12 @@ func Open(path string) (*Store, error) {
 	// turns anyway (one write lock); WAL readers share this many.
 	db.SetMaxOpenConns(MaxConnections)
 	db.SetMaxIdleConns(MaxConnections)
-	if err := migrate(context.Background(), db); err != nil {
+	c := conn{db, sqliteDialect()}
+	if err := migrate(context.Background(), c); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("prepare schema in %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: c}, nil
 }
 
 // migrations bring a database's schema from one version (SQLite's
@@ -115,7 +121,7 @@ var migrations = []string{
 // one transaction: a failure leaves the database as it was, and two servers
 // starting on one database do not both migrate it (the transaction takes the
 // write lock at its start).
-func migrate(ctx context.Context, db *sql.DB) error {
+func migrate(ctx context.Context, db conn) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -128,18 +134,28 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	if version > len(migrations) {
-		return fmt.Errorf("the database's schema version %d is newer than this warren's (%d): run a newer warren", version, len(migrations))
+	return applyMigrations(ctx, tx, version, migrations, func(v int) error {
+		_, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, v))
+		return err
+	})
+}
+
+// applyMigrations applies the migrations after version in tx, records the
+// new version with setVersion and commits; a database newer than this
+// warren's list is refused.
+func applyMigrations(ctx context.Context, tx txn, version int, list []string, setVersion func(int) error) error {
+	if version > len(list) {
+		return fmt.Errorf("the database's schema version %d is newer than this warren's (%d): run a newer warren", version, len(list))
 	}
-	if version == len(migrations) {
+	if version == len(list) {
 		return nil
 	}
-	for i := version; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+	for i := version; i < len(list); i++ {
+		if _, err := tx.ExecContext(ctx, list[i]); err != nil {
 			return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+	if err := setVersion(len(list)); err != nil {
 		return fmt.Errorf("write schema version: %w", err)
 	}
 	return tx.Commit()
@@ -249,7 +265,8 @@ func tunnelRow(t tunnel.Tunnel, data []byte) []any {
 // count and the insert are one transaction, which
 // begins IMMEDIATE (the DSN's _txlock): SQLite takes its write lock at the
 // start, so concurrent calls run one after another and two cannot both see
-// maxOpen-1 and both insert.
+// maxOpen-1 and both insert. PostgreSQL takes a per-account advisory lock
+// instead, which every server on the database respects.
 func (s *Store) CreateTunnelWithin(ctx context.Context, t tunnel.Tunnel, maxOpen int) error {
 	if maxOpen <= 0 {
 		return s.CreateTunnel(ctx, t)
@@ -263,6 +280,11 @@ func (s *Store) CreateTunnelWithin(ctx context.Context, t tunnel.Tunnel, maxOpen
 		return fmt.Errorf("create tunnel %s: %w", t.ID, err)
 	}
 	defer tx.Rollback()
+	if s.db.d.lockAccount != "" {
+		if _, err := tx.ExecContext(ctx, s.db.d.lockAccount, t.AccountID); err != nil {
+			return fmt.Errorf("create tunnel %s: lock account: %w", t.ID, err)
+		}
+	}
 	n, err := countOpenTunnels(ctx, tx, t.AccountID)
 	if err != nil {
 		return err
@@ -284,7 +306,7 @@ func (s *Store) CountOpenTunnels(ctx context.Context, accountID string) (int, er
 	return countOpenTunnels(ctx, s.db, accountID)
 }
 
-// querier is a *sql.DB or a *sql.Tx.
+// querier is a conn or a txn.
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
@@ -322,12 +344,17 @@ func (s *Store) TunnelByToken(ctx context.Context, tokenHash []byte) (tunnel.Tun
 // The place is compared by value, so a page follows the one before it even
 // when that page's tunnels were deleted since.
 func (s *Store) Tunnels(ctx context.Context, accountID, thingName string, after tunnel.Position, limit int) ([]tunnel.Tunnel, error) {
-	q := `SELECT data FROM tunnels WHERE account_id = ?1 AND (?2 = '' OR thing_name = ?2)`
-	if !after.IsStart() {
-		q += ` AND (created_at, id) < (?3, ?4)`
+	q := `SELECT data FROM tunnels WHERE account_id = ?`
+	args := []any{accountID}
+	if thingName != "" {
+		q += ` AND thing_name = ?`
+		args = append(args, thingName)
 	}
-	q += ` ORDER BY created_at DESC, id DESC LIMIT ?5`
-	return s.queryTunnels(ctx, q, accountID, thingName, after.CreatedAt.UnixNano(), after.ID, limit)
+	if !after.IsStart() {
+		q += ` AND (created_at, id) < (?, ?)`
+		args = append(args, after.CreatedAt.UnixNano(), after.ID)
+	}
+	return s.queryTunnels(ctx, q+` ORDER BY created_at DESC, id DESC LIMIT ?`, append(args, limit)...)
 }
 
 // OpenTunnels lists every open tunnel of every account (for the expiry
@@ -361,7 +388,7 @@ func (s *Store) UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tun
 		return tunnel.Tunnel{}, fmt.Errorf("update tunnel %s: %w", id, err)
 	}
 	defer tx.Rollback()
-	t, err := scanTunnel(tx.QueryRowContext(ctx, `SELECT data FROM tunnels WHERE id = ?`, id))
+	t, err := scanTunnel(tx.QueryRowContext(ctx, `SELECT data FROM tunnels WHERE id = ?`+s.db.d.forUpdate, id))
 	if err != nil {
 		return t, err
 	}
@@ -458,8 +485,8 @@ func (s *Store) Ping(ctx context.Context) error {
 // (status OPEN and lifetime not yet over) and how many are closed.
 func (s *Store) TunnelCounts(ctx context.Context, at time.Time) (open, closed int, err error) {
 	var o, all sql.NullInt64
-	err = s.db.QueryRowContext(ctx, `SELECT SUM(status = 'OPEN'
-		AND created_at + json_extract(data, '$.LifetimeMinutes') * 60000000000 > ?), COUNT(*) FROM tunnels`, at.UnixNano()).Scan(&o, &all)
+	err = s.db.QueryRowContext(ctx, `SELECT SUM(CASE WHEN status = 'OPEN'
+		AND created_at + `+s.db.d.lifetimeMinutes+` * 60000000000 > ? THEN 1 ELSE 0 END), COUNT(*) FROM tunnels`, at.UnixNano()).Scan(&o, &all)
 	if err != nil {
 		return 0, 0, fmt.Errorf("count tunnels: %w", err)
 	}

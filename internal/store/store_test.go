@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -12,19 +11,10 @@ import (
 	"github.com/warrentunnel/warren/internal/tunnel"
 )
 
-func open(t *testing.T) *Store {
-	t.Helper()
-	s, err := Open(filepath.Join(t.TempDir(), "w.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+func TestTunnelsRoundTripAndPaging(t *testing.T) { forEachBackend(t, testTunnelsRoundTripAndPaging) }
 
-func TestTunnelsRoundTripAndPaging(t *testing.T) {
+func testTunnelsRoundTripAndPaging(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var ids []string
 	for i := 0; i < 5; i++ {
@@ -77,9 +67,10 @@ func TestTunnelsRoundTripAndPaging(t *testing.T) {
 	}
 }
 
-func TestUpdateTunnelIsAtomic(t *testing.T) {
+func TestUpdateTunnelIsAtomic(t *testing.T) { forEachBackend(t, testUpdateTunnelIsAtomic) }
+
+func testUpdateTunnelIsAtomic(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	tu, _, _ := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, time.Now())
 	if err := s.CreateTunnel(ctx, tu); err != nil {
 		t.Fatal(err)
@@ -112,9 +103,10 @@ func TestUpdateTunnelIsAtomic(t *testing.T) {
 	}
 }
 
-func TestThingsAndDisconnect(t *testing.T) {
+func TestThingsAndDisconnect(t *testing.T) { forEachBackend(t, testThingsAndDisconnect) }
+
+func testThingsAndDisconnect(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	th := tunnel.Thing{AccountID: "a", Name: "dev1", ID: "x"}
 	if err := s.CreateThing(ctx, th); err != nil {
 		t.Fatal(err)
@@ -147,9 +139,10 @@ func TestThingsAndDisconnect(t *testing.T) {
 
 // Concurrent creations never take an account past its limit: the count and
 // the insert are one transaction.
-func TestCreateTunnelWithinIsAtomic(t *testing.T) {
+func TestCreateTunnelWithinIsAtomic(t *testing.T) { forEachBackend(t, testCreateTunnelWithinIsAtomic) }
+
+func testCreateTunnelWithinIsAtomic(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	const limit, tries = 5, 20
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -190,9 +183,10 @@ func TestCreateTunnelWithinIsAtomic(t *testing.T) {
 
 // Closed tunnels are not open; the status decides (the expiry sweeper
 // closes a tunnel at the end of its lifetime).
-func TestCountOpenTunnels(t *testing.T) {
+func TestCountOpenTunnels(t *testing.T) { forEachBackend(t, testCountOpenTunnels) }
+
+func testCountOpenTunnels(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	mk := func() tunnel.Tunnel {
 		tu, _, err := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, base)
@@ -228,9 +222,10 @@ func TestCountOpenTunnels(t *testing.T) {
 
 // TunnelCounts counts every account's tunnels, an expired one as closed;
 // Ping fails once the store is closed.
-func TestTunnelCountsAndPing(t *testing.T) {
+func TestTunnelCountsAndPing(t *testing.T) { forEachBackend(t, testTunnelCountsAndPing) }
+
+func testTunnelCountsAndPing(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	if o, c, err := s.TunnelCounts(ctx, base); err != nil || o != 0 || c != 0 {
 		t.Fatalf("empty store: %d open %d closed, %v", o, c, err)
@@ -262,9 +257,10 @@ func TestTunnelCountsAndPing(t *testing.T) {
 }
 
 // Many callers at once share a bounded pool of connections.
-func TestConnectionsBounded(t *testing.T) {
+func TestConnectionsBounded(t *testing.T) { forEachBackend(t, testConnectionsBounded) }
+
+func testConnectionsBounded(t *testing.T, s *Store) {
 	ctx := context.Background()
-	s := open(t)
 	tu, _, _ := tunnel.New("acct1", "us-east-1", tunnel.OpenParams{Services: []string{"HTTP"}}, time.Now())
 	if err := s.CreateTunnel(ctx, tu); err != nil {
 		t.Fatal(err)
