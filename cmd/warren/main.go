@@ -117,6 +117,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	var cfg server.Config
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8443", "address of the HTTPS listener (API and /tunnel)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./warren-data", "directory of the store, certificates and credentials")
+	fs.StringVar(&cfg.Store, "store", "", "database: empty for SQLite in --data-dir, or postgres://user@host:5432/db?sslmode=... for PostgreSQL, which several servers may share (--data-dir still keeps the TLS material and credentials)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate to serve (default: one generated in the data directory)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.BoolVar(&cfg.Plaintext, "plaintext", false, "serve HTTP/WS without TLS (only behind a TLS-terminating load balancer)")

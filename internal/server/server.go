@@ -35,8 +35,13 @@ import (
 
 // Config of a server. Zero values give the defaults of `warren serve`.
 type Config struct {
-	Listen    string // default 127.0.0.1:8443
-	DataDir   string // default ./warren-data
+	Listen  string // default 127.0.0.1:8443
+	DataDir string // default ./warren-data
+	// Store is the database: "" for SQLite in the data directory, or a
+	// postgres:// (postgresql://) URL that several servers may share. The
+	// data directory keeps the TLS material and the credentials file
+	// either way.
+	Store     string
 	TLSCert   string // with TLSKey: use this certificate instead of the generated one
 	TLSKey    string
 	Plaintext bool   // serve HTTP/WS without TLS (behind a TLS-terminating load balancer)
@@ -234,17 +239,18 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	dbPath := filepath.Join(cfg.DataDir, DBFile)
+	private := []string{filepath.Join(cfg.DataDir, CredentialsFile)}
+	if cfg.Store == "" {
+		private = append(private, dbPath)
+	}
 	keys := []string{filepath.Join(cfg.DataDir, caKeyFile), filepath.Join(cfg.DataDir, serverKeyFile)}
 	if cfg.TLSKey != "" {
 		keys = append(keys, cfg.TLSKey)
 	}
-	if err := checkPermissions(cfg.Logger, cfg.DataDir, keys, []string{filepath.Join(cfg.DataDir, CredentialsFile), dbPath}); err != nil {
+	if err := checkPermissions(cfg.Logger, cfg.DataDir, keys, private); err != nil {
 		return nil, err
 	}
-	if err := createPrivate(dbPath); err != nil {
-		return nil, fmt.Errorf("create store: %w", err)
-	}
-	st, err := store.Open(dbPath)
+	st, err := openStore(ctx, cfg.Store, dbPath)
 	if err != nil {
 		return nil, err
 	}
@@ -372,10 +378,47 @@ func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
 	})
 }
 
+// openStore opens the store --store names: SQLite at dbPath when it is "".
+func openStore(ctx context.Context, url, dbPath string) (*store.Store, error) {
+	switch {
+	case url == "":
+		if err := createPrivate(dbPath); err != nil {
+			return nil, fmt.Errorf("create store: %w", err)
+		}
+		return store.Open(dbPath)
+	case store.IsPostgresURL(url):
+		return store.OpenPostgres(ctx, url)
+	default:
+		return nil, errors.New("--store must be empty (SQLite in the data directory) or a postgres:// URL")
+	}
+}
+
 // ensureAdmin returns the admin account (the oldest account with the admin
 // flag), creating it on first start, and (re)writes the credentials file when
 // it is missing.
 func (s *Server) ensureAdmin(ctx context.Context, now time.Time) (tunnel.Account, error) {
+	a, err := s.findOrCreateAdmin(ctx, now)
+	if errors.Is(err, tunnel.ErrExists) {
+		// Another server on the database created it first: use that one.
+		a, err = s.findOrCreateAdmin(ctx, now)
+	}
+	if err != nil {
+		return a, err
+	}
+	path := filepath.Join(s.cfg.DataDir, CredentialsFile)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		body := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", a.AccessKeyID, a.SecretAccessKey)
+		if err := writeFileAtomic(path, []byte(body), 0o600); err != nil {
+			return a, fmt.Errorf("write credentials: %w", err)
+		}
+		s.log.Info("wrote admin credentials", "file", path)
+	}
+	return a, nil
+}
+
+// findOrCreateAdmin finds the admin account or creates it;
+// tunnel.ErrExists if another server created one since it looked.
+func (s *Server) findOrCreateAdmin(ctx context.Context, now time.Time) (tunnel.Account, error) {
 	accts, err := s.store.Accounts(ctx, tunnel.Position{}, 0)
 	if err != nil {
 		return tunnel.Account{}, err
@@ -395,14 +438,6 @@ func (s *Server) ensureAdmin(ctx context.Context, now time.Time) (tunnel.Account
 			return a, err
 		}
 		s.log.Info("created admin account", "account", a.ID, "access_key_id", a.AccessKeyID)
-	}
-	path := filepath.Join(s.cfg.DataDir, CredentialsFile)
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		body := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", a.AccessKeyID, a.SecretAccessKey)
-		if err := writeFileAtomic(path, []byte(body), 0o600); err != nil {
-			return a, fmt.Errorf("write credentials: %w", err)
-		}
-		s.log.Info("wrote admin credentials", "file", path)
 	}
 	return a, nil
 }
