@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/warrentunnel/warren/internal/store/storetest"
 )
@@ -36,22 +35,10 @@ func TestPostgresStoreSession(t *testing.T) {
 		t.Fatalf("list-things: %+v", things)
 	}
 
-	s.p.kill()
-	s.start(t)
+	s.restartKeepsTunnel(t, tun, ports[0], src, dst, "on postgres")
 	var d describeOut
 	s.warren(t, &d, "describe-tunnel", "--tunnel-id", tun.TunnelID)
-	if d.Tunnel.Status != "OPEN" || d.Tunnel.DestinationConfig.ThingName != "pgdev" {
+	if d.Tunnel.DestinationConfig.ThingName != "pgdev" {
 		t.Fatalf("after restart: %+v", d.Tunnel)
-	}
-	waitFor(t, 30*time.Second, "both proxies to reconnect with their tokens", func() bool {
-		s.warren(t, &d, "describe-tunnel", "--tunnel-id", tun.TunnelID)
-		return d.Tunnel.SourceConnectionState.Status == "CONNECTED" && d.Tunnel.DestinationConnectionState.Status == "CONNECTED"
-	})
-	if src.exited() || dst.exited() {
-		t.Fatal("a local proxy exited instead of reconnecting")
-	}
-	waitPort(t, ports[0])
-	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/b", ports[0])); got != "on postgres /b" {
-		t.Fatal(got)
 	}
 }

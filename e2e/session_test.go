@@ -177,6 +177,14 @@ func TestRestartKeepsTunnel(t *testing.T) {
 	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/a", ports[0])); got != "persistent /a" {
 		t.Fatal(got)
 	}
+	s.restartKeepsTunnel(t, tun, ports[0], src, dst, "persistent")
+}
+
+// restartKeepsTunnel kills and restarts the server, and checks that the
+// tunnel is still open, that both local proxies reconnect with the tokens
+// they had, and that the device behind port answers "body /b" again.
+func (s *service) restartKeepsTunnel(t *testing.T, tun openTunnelOut, port int, src, dst *proc, body string) {
+	t.Helper()
 	s.p.kill()
 	s.start(t)
 	var d describeOut
@@ -191,8 +199,8 @@ func TestRestartKeepsTunnel(t *testing.T) {
 	if src.exited() || dst.exited() {
 		t.Fatal("a local proxy exited instead of reconnecting")
 	}
-	waitPort(t, ports[0])
-	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/b", ports[0])); got != "persistent /b" {
+	waitPort(t, port)
+	if got := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/b", port)); got != body+" /b" {
 		t.Fatal(got)
 	}
 }
