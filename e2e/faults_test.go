@@ -426,15 +426,19 @@ func TestDeviceServiceRefusesOrDies(t *testing.T) {
 		return b
 	}
 
-	// A refused connection.
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[1]))
-	if err != nil {
+	// A refused connection. The source proxy resets its client's socket as
+	// soon as the relay answers, which on a loaded machine can come before
+	// the dial has looked at its socket: the dial itself then sees the reset.
+	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[1])); errors.Is(err, syscall.ECONNRESET) {
+		t.Log("the refused connection was reset before the dial returned")
+	} else if err != nil {
 		t.Fatal(err)
-	}
-	defer c.Close()
-	c.Write([]byte("hello?"))
-	if b := closes("refused", c); len(b) != 0 {
-		t.Fatalf("the refused connection read %d bytes", len(b))
+	} else {
+		defer c.Close()
+		c.Write([]byte("hello?"))
+		if b := closes("refused", c); len(b) != 0 {
+			t.Fatalf("the refused connection read %d bytes", len(b))
+		}
 	}
 
 	// Connections whose service dies after 64 KiB, several at once.
