@@ -155,6 +155,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.MQTT.Username, "mqtt-username", "", "user name for --mqtt-url")
 	fs.StringVar(&cfg.MQTT.Password, "mqtt-password", "", "password for --mqtt-url (default: $WARREN_MQTT_PASSWORD)")
 	fs.StringVar(&cfg.MQTT.CAFile, "mqtt-ca", "", "PEM CA bundle that verifies an mqtts:// broker (default: the system's roots)")
+	fs.StringVar(&cfg.Cluster.Listen, "node-listen", "", "several nodes: this node's listener for links from the other nodes (mutual TLS with the cluster CA the store keeps); needs a PostgreSQL --store shared by every node, with any TCP load balancer in front of their --listen (see the README's \"Several nodes\")")
+	fs.StringVar(&cfg.Cluster.Address, "node-address", "", "host:port the other nodes dial to reach --node-listen (default: --node-listen's, with the port it bound)")
+	fs.StringVar(&cfg.Cluster.ID, "node-id", "", "this node's name among the nodes, at most 64 characters (default: random at each start)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

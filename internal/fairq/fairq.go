@@ -273,11 +273,31 @@ func (q *Queue) PushControl(buf *framepool.Buf) {
 		buf.Free()
 		return
 	}
+	q.addControl(buf)
+}
+
+// addControl queues a control frame. Call with q.mu held.
+func (q *Queue) addControl(buf *framepool.Buf) {
 	q.ctl.push(item{buf: buf, epoch: q.epoch, before: q.tail})
 	q.used += buf.Cost()
 	q.tail = 0
 	q.epoch++
 	q.wake()
+}
+
+// PushControlNoWait queues a control frame at once, beyond the control
+// frames' bound: for frames whose number or bytes the caller bounds itself
+// (a node link's credit bounds what another node may send), pushed from
+// goroutines that must never wait on the writer. It returns ErrClosed on a
+// closed queue, which then does not own buf.
+func (q *Queue) PushControlNoWait(buf *framepool.Buf) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrClosed
+	}
+	q.addControl(buf)
+	return nil
 }
 
 // PushControlWait reserves a slot and queues a control frame in it.

@@ -16,13 +16,17 @@ import (
 )
 
 // Size classes. Large holds any frame, and a payload of wire.MaxPayload with
-// wire.HeaderRoom before it and a tail (service id, connection id) after; a
-// frame never takes a buffer more than 8 times its size.
+// wire.HeaderRoom before it and a tail (service id, connection id) after,
+// and any frame behind a node link's header (LinkRoom); a frame never takes
+// a buffer more than 8 times its size.
 const (
 	SmallSize  = 2 << 10
 	MediumSize = 17 << 10
-	LargeSize  = wire.HeaderRoom + wire.MaxPayload + 1024
+	LargeSize  = wire.HeaderRoom + wire.MaxPayload + 1024 + LinkRoom
 )
+
+// LinkRoom is the most bytes a node link puts before a frame it carries.
+const LinkRoom = 128
 
 // Buf is a pooled buffer. B is the part in use (a frame, usually); Mem is
 // the whole buffer. A Buf belongs to one owner at a time, which must Free it
@@ -32,6 +36,9 @@ type Buf struct {
 	Mem []byte
 	// Payload is a frame's payload within Mem, set by ReadFrame for DATA.
 	Payload []byte
+	// Credit is the node-link credit a frame that came from another node
+	// holds until it is written (see package nodelink); 0 for others.
+	Credit int
 }
 
 var (
@@ -60,9 +67,20 @@ func Get(n int) *Buf {
 // Cost is the memory a buffer holds, what queues bounded in bytes count.
 func (b *Buf) Cost() int { return cap(b.Mem) }
 
+// CostOf is the Cost of the buffer Get(n) returns.
+func CostOf(n int) int {
+	switch {
+	case n <= SmallSize:
+		return SmallSize
+	case n <= MediumSize:
+		return MediumSize
+	}
+	return LargeSize
+}
+
 // Free returns b to its pool.
 func (b *Buf) Free() {
-	b.B, b.Payload = nil, nil
+	b.B, b.Payload, b.Credit = nil, nil, 0
 	switch cap(b.Mem) {
 	case SmallSize:
 		small.Put(b)

@@ -71,6 +71,12 @@ type peer struct {
 	// pings bounds the pings the peer may send (each costs a pong
 	// written from the reader); only its reader uses it.
 	pings *rate.Limiter
+
+	// In a cluster: the node that held the other side's peer at admission
+	// (told of this one once it runs), and the credit of frames from
+	// another node written out and not yet returned (nodes.go).
+	otherNode string
+	owed      atomic.Int64
 }
 
 // A peer may ping in bursts of pingBurst, then pingRate times a second:
@@ -165,6 +171,8 @@ func (p *peer) end(err error) {
 		for _, s := range streams {
 			p.r.relayFrame(other, streamResetFrame(s))
 		}
+	} else if node, _ := p.ts.remotePeer(p.side.other()); node != "" {
+		p.detachRemote(node)
 	}
 	close(p.detached)
 
@@ -294,6 +302,9 @@ func (p *peer) forward(f *framepool.Buf, m *wire.Message) error {
 	}
 	other := p.ts.peer(p.side.other())
 	if other == nil {
+		if node, win := p.ts.remotePeer(p.side.other()); node != "" {
+			return p.forwardRemote(node, win, f, m)
+		}
 		p.r.dropped(len(f.B))
 		p.log.Debug("relay: frame dropped: no peer", "type", m.Type.String(), "bytes", len(f.B))
 		f.Free()
@@ -394,11 +405,13 @@ func (p *peer) writeLoop() {
 			return
 		}
 		err = p.writeBatch(batch)
+		credit := creditOf(batch)
 		p.q.Release(batch)
 		if err != nil {
 			p.stop(0, "")
 			return
 		}
+		p.returnCredit(credit)
 	}
 }
 
@@ -414,10 +427,12 @@ func (p *peer) flush(scratch []*framepool.Buf) []*framepool.Buf {
 		return batch
 	}
 	err := p.writeBatch(batch)
+	credit := creditOf(batch)
 	p.q.Release(batch)
 	if err != nil {
 		p.stop(0, "")
 	}
+	p.returnCredit(credit)
 	return batch[:0]
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/warrentunnel/warren/internal/bandwidth"
 	"github.com/warrentunnel/warren/internal/fairq"
 	"github.com/warrentunnel/warren/internal/framepool"
+	"github.com/warrentunnel/warren/internal/nodelink"
 	"github.com/warrentunnel/warren/internal/ratelimit"
 	"github.com/warrentunnel/warren/internal/tunnel"
 )
@@ -66,6 +67,10 @@ type Config struct {
 	// 20 s by default (Warren's and the official one). 0 is
 	// DefaultPeerSilence; negative: never.
 	PeerSilence time.Duration
+
+	// Nodes, in a cluster, reaches the other nodes (nodes.go); nil: this
+	// is the only node.
+	Nodes Nodes
 }
 
 // DefaultPeerSilence is Config.PeerSilence's default: six of the local
@@ -112,6 +117,8 @@ type Relay struct {
 	failureRate  float64
 	failureBurst int
 	failures     *ratelimit.Buckets // by client address; nil: no limit
+	nodes        Nodes              // nil: one node
+	self         string             // this node's id; "" without nodes
 
 	mu      sync.Mutex
 	closed  bool
@@ -137,6 +144,10 @@ func New(cfg Config) *Relay {
 		failureRate:  cfg.HandshakeFailureRate,
 		failureBurst: max(cfg.HandshakeFailureBurst, 1),
 		failures:     ratelimit.New(ratelimit.Config{Rate: cfg.HandshakeFailureRate, Burst: cfg.HandshakeFailureBurst}),
+		nodes:        cfg.Nodes,
+	}
+	if r.nodes != nil {
+		r.self = r.nodes.Self()
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -229,6 +240,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		go func() {
 			defer r.wg.Done()
 			defer r.release(ts)
+			p.attachRemote(p.otherNode)
 			p.run()
 		}()
 	}
@@ -261,8 +273,18 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 
 	now := r.now()
 	hash := tunnel.HashToken(h.token)
+	var otherNode string
 	t, err := r.store.UpdateTunnel(req.Context(), ts.id, func(t *tunnel.Tunnel) error {
-		return tunnel.Admit(t, h.mode, hash, h.clientToken, now)
+		if err := tunnel.Admit(t, h.mode, hash, h.clientToken, now); err != nil {
+			return err
+		}
+		// In a cluster the side records its node, and the other side's
+		// peer, if another node holds it, is told of this one.
+		t.Side(h.mode).Node = r.self
+		if o := t.Side(sd.other().mode()); o.Connected && o.Node != r.self {
+			otherNode = o.Node
+		}
+		return nil
 	})
 	if err != nil {
 		herr := admissionError(err, h.mode)
@@ -275,6 +297,7 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 	}
 
 	p := newPeer(r, ts, sd, t, h, channelID)
+	p.otherNode = otherNode
 	if old := ts.peer(sd); old != nil {
 		// Drop without close frame: a close frame makes the official proxy
 		// exit for good. Wait until the other peer has its stream resets,
@@ -395,22 +418,38 @@ func (r *Relay) markDisconnected(id string, sd side) {
 	now := r.now().UTC()
 	_, err := r.store.UpdateTunnel(ctx, id, func(t *tunnel.Tunnel) error {
 		s := t.Side(sd.mode())
+		if s.Node != r.self {
+			// Another node admitted a newer peer of the side.
+			return errTakenOver
+		}
 		s.Connected = false
+		s.Node = ""
 		s.LastUpdatedAt = now
 		return nil
 	})
 	// A tunnel deleted meanwhile (close-tunnel --delete, delete-account)
 	// has no state left to record.
-	if err != nil && !errors.Is(err, tunnel.ErrNotFound) {
+	if err != nil && !errors.Is(err, tunnel.ErrNotFound) && !errors.Is(err, errTakenOver) {
 		r.log.Error("relay: record disconnect", "tunnel", id, "mode", string(sd.mode()), "err", err)
 	}
 }
 
+// errTakenOver aborts recording a disconnect that a newer peer on another
+// node has overtaken.
+var errTakenOver = errors.New("the side's peer is on another node now")
+
 // CloseTunnel ends the connections of a tunnel that was closed (by the API,
 // or by the expiry sweeper when its lifetime ended): both peers get a close
 // frame (which makes the official proxy exit instead of
-// reconnecting), then their connections are closed.
+// reconnecting), then their connections are closed. In a cluster every
+// other node is told to do the same with its peers.
 func (r *Relay) CloseTunnel(tunnelID string) {
+	r.closeLocal(tunnelID)
+	r.broadcast(nodelink.Message{Kind: nodelink.KindClose, Tunnel: tunnelID})
+}
+
+// closeLocal closes the tunnel's peers on this node.
+func (r *Relay) closeLocal(tunnelID string) {
 	if ts := r.lookup(tunnelID); ts != nil {
 		ts.closeAll(websocket.CloseNormalClosure, reasonTunnelClosed, false)
 	}
@@ -423,8 +462,19 @@ func (r *Relay) CloseTunnel(tunnelID string) {
 // peer ends. A handshake of a rotated side under way finishes first (its
 // peer, admitted with the old token, is then cut off too); later ones find
 // the new token in the store. The other side's peer keeps the services it
-// was admitted with until it reconnects.
+// was admitted with until it reconnects. In a cluster every other node is
+// told to do the same with its peers.
 func (r *Relay) RotateTunnel(tunnelID string, modes ...tunnel.Mode) {
+	r.rotateLocal(tunnelID, modes...)
+	var arg uint64
+	for _, m := range modes {
+		arg |= 1 << sideOf(m)
+	}
+	r.broadcast(nodelink.Message{Kind: nodelink.KindRotate, Tunnel: tunnelID, Arg: arg})
+}
+
+// rotateLocal cuts off the rotated sides' peers on this node.
+func (r *Relay) rotateLocal(tunnelID string, modes ...tunnel.Mode) {
 	ts := r.lookup(tunnelID)
 	if ts == nil {
 		return

@@ -64,6 +64,7 @@ type tunnelState struct {
 
 	mu       sync.Mutex
 	peers    [2]*peer
+	remote   [2]remoteSide // sides whose peer another node holds (nodes.go)
 	services []serviceState // at most one per service
 	live     int            // connections in services' conns
 	closed   bool           // tunnel closed (or expired): a new peer gets a close frame
@@ -232,6 +233,12 @@ func (ts *tunnelState) detach(p *peer) (other *peer, streams []activeStream) {
 	if ts.peers[p.side] == p {
 		ts.peers[p.side] = nil
 	}
+	return ts.peers[p.side.other()], ts.takeStreams()
+}
+
+// takeStreams returns the streams the services have and forgets them all,
+// as when a peer leaves. Call with mu held.
+func (ts *tunnelState) takeStreams() (streams []activeStream) {
 	for _, s := range ts.services {
 		if s.streamID != 0 {
 			streams = append(streams, s.activeStream)
@@ -244,5 +251,5 @@ func (ts *tunnelState) detach(p *peer) (other *peer, streams []activeStream) {
 		}
 	}
 	ts.services, ts.live = nil, 0
-	return ts.peers[p.side.other()], streams
+	return streams
 }

@@ -40,7 +40,9 @@ func ensureCertificates(dir string, hosts ...string) (tls.Certificate, error) {
 	}
 	certPath, keyPath := filepath.Join(dir, serverCertFile), filepath.Join(dir, serverKeyFile)
 	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && c.Leaf != nil {
-		covered := true
+		// A node of a cluster may have taken the cluster's CA in place of
+		// its own: a certificate of the old one is made again.
+		covered := c.Leaf.CheckSignatureFrom(caCert) == nil
 		for _, h := range hosts {
 			if ip := net.ParseIP(h); h != "" && (ip == nil || !ip.IsUnspecified()) {
 				covered = covered && c.Leaf.VerifyHostname(h) == nil

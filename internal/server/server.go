@@ -63,6 +63,9 @@ type Config struct {
 	// ReadBodyTimeout is how long an API request's body may take to
 	// arrive; default DefaultReadBodyTimeout.
 	ReadBodyTimeout time.Duration
+	// Cluster makes the server one node of several on a PostgreSQL Store
+	// (cluster.go); its zero value: a server on its own.
+	Cluster Cluster
 }
 
 // Limits of the listeners.
@@ -197,6 +200,8 @@ type Server struct {
 	errMu   sync.Mutex
 	err     error
 
+	cluster *cluster // nil for a server on its own
+
 	// Device identities and tunnel notifications (mqtt.go); nil when off.
 	deviceCA *deviceCA
 	broker   *mqttbroker.Broker
@@ -235,6 +240,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.ReadBodyTimeout <= 0 {
 		cfg.ReadBodyTimeout = DefaultReadBodyTimeout
 	}
+	if cfg.Cluster.Listen != "" && !store.IsPostgresURL(cfg.Store) {
+		return nil, errors.New("--node-listen needs a PostgreSQL --store that every node shares")
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -265,9 +273,26 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 
 func (s *Server) prepare(ctx context.Context) error {
 	now := time.Now()
-	// A server that starts holds no connections, whatever was recorded
-	// before a crash.
-	if err := s.store.MarkAllDisconnected(ctx, now); err != nil {
+	if s.cfg.Cluster.Listen != "" {
+		c, err := newCluster(ctx, s.cfg.Cluster, s.store, s.log.With("component", "cluster"))
+		if err != nil {
+			return err
+		}
+		s.cluster = c
+		// Every node serves certificates of one CA, and signs device
+		// certificates with one device CA.
+		if !s.cfg.Plaintext && s.cfg.TLSCert == "" {
+			if err := shareCAFiles(ctx, s.store, httpsCASecret, filepath.Join(s.cfg.DataDir, caCertFile), filepath.Join(s.cfg.DataDir, caKeyFile), "Warren local CA"); err != nil {
+				return err
+			}
+		}
+		if err := shareCAFiles(ctx, s.store, deviceCASecret, filepath.Join(s.cfg.DataDir, DeviceCAFile), filepath.Join(s.cfg.DataDir, deviceCAKeyFile), "Warren device CA"); err != nil {
+			return err
+		}
+	} else if err := s.store.MarkAllDisconnected(ctx, now); err != nil {
+		// A server that starts holds no connections, whatever was
+		// recorded before a crash. (A cluster node clears only its own
+		// records; a dead node's are cleared by the others.)
 		return err
 	}
 	admin, err := s.ensureAdmin(ctx, now)
@@ -300,7 +325,12 @@ func (s *Server) prepare(ctx context.Context) error {
 		Logger: s.log.With("component", "bandwidth"),
 	})
 	q := s.cfg.Quotas
+	var nodes relay.Nodes
+	if s.cluster != nil {
+		nodes = s.cluster
+	}
 	s.relay = relay.New(relay.Config{
+		Nodes:                 nodes,
 		Store:                 s.store,
 		Logger:                s.log.With("component", "relay"),
 		Bandwidth:             s.bw,
@@ -476,6 +506,12 @@ func (s *Server) Start() error {
 		}
 		s.log.Info("admin clients (warren, aws, boto3) find this server with: " + env)
 	}
+	if s.cluster != nil {
+		if err := s.cluster.start(context.Background(), s.relay); err != nil {
+			s.ln.Close()
+			return err
+		}
+	}
 	if err := s.startMQTT(); err != nil {
 		s.ln.Close()
 		return err
@@ -555,8 +591,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// This gets a moment of its own even when ctx ran out.
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
+	if s.cluster != nil {
+		errs = append(errs, s.cluster.shutdown(mctx))
+	} else {
+		errs = append(errs, s.store.MarkAllDisconnected(mctx, time.Now()))
+	}
 	s.errMu.Lock()
-	errs = append(errs, s.store.MarkAllDisconnected(mctx, time.Now()), s.store.Close(), s.err)
+	errs = append(errs, s.store.Close(), s.err)
 	s.errMu.Unlock()
 	return errors.Join(errs...)
 }
