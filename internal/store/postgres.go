@@ -89,6 +89,13 @@ var postgresMigrations = []string{
 		PRIMARY KEY (account_id, thing_name, certificate_id)
 	);
 	CREATE INDEX thing_principals_by_certificate ON thing_principals (certificate_id);`,
+	// 2: the nodes of a cluster (SQLite's migration 4).
+	`CREATE TABLE nodes (
+		id TEXT PRIMARY KEY,
+		address TEXT NOT NULL,
+		started_at BIGINT NOT NULL,
+		heartbeat_at BIGINT NOT NULL
+	);`,
 }
 
 // migratePostgres applies the migrations a database lacks in one

@@ -1,5 +1,6 @@
-// Package store persists Warren's domain (accounts, things, tunnels) behind
-// the methods of Store. SQLite (pure Go, WAL; Open) is the embedded default
+// Package store persists Warren's domain (accounts, things, tunnels) and a
+// cluster's nodes (nodes.go: their heartbeats, and the release of the tunnel
+// sides a dead one held) behind the methods of Store. SQLite (pure Go, WAL; Open) is the embedded default
 // for one server; PostgreSQL (pgx; OpenPostgres) lets several servers share
 // one database. Both backends are the one Store type: every query is written
 // once and a small dialect (dialect.go) says what differs (placeholders,
@@ -115,6 +116,14 @@ var migrations = []string{
 		PRIMARY KEY (account_id, thing_name, certificate_id)
 	);
 	CREATE INDEX thing_principals_by_certificate ON thing_principals (certificate_id);`,
+	// 4: the nodes of a cluster (times in unix milliseconds); a node whose
+	// heartbeat is too old is dead (nodes.go).
+	`CREATE TABLE nodes (
+		id TEXT PRIMARY KEY,
+		address TEXT NOT NULL,
+		started_at INTEGER NOT NULL,
+		heartbeat_at INTEGER NOT NULL
+	);`,
 }
 
 // migrate creates the schema and applies the migrations a database lacks, in
@@ -388,7 +397,20 @@ func (s *Store) UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tun
 		return tunnel.Tunnel{}, fmt.Errorf("update tunnel %s: %w", id, err)
 	}
 	defer tx.Rollback()
-	t, err := scanTunnel(tx.QueryRowContext(ctx, `SELECT data FROM tunnels WHERE id = ?`+s.db.d.forUpdate, id))
+	t, err := updateTunnel(ctx, tx, id, fn)
+	if err != nil {
+		return t, err
+	}
+	if err := tx.Commit(); err != nil {
+		return t, fmt.Errorf("update tunnel %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// updateTunnel is UpdateTunnel's read-modify-write within tx, which the
+// caller commits.
+func updateTunnel(ctx context.Context, tx txn, id string, fn func(*tunnel.Tunnel) error) (tunnel.Tunnel, error) {
+	t, err := scanTunnel(tx.QueryRowContext(ctx, `SELECT data FROM tunnels WHERE id = ?`+tx.d.forUpdate, id))
 	if err != nil {
 		return t, err
 	}
@@ -401,9 +423,6 @@ func (s *Store) UpdateTunnel(ctx context.Context, id string, fn func(*tunnel.Tun
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE tunnels SET status = ?, thing_name = ?, source_token_hash = ?, destination_token_hash = ?, data = ? WHERE id = ?`,
 		string(t.Status), t.ThingName, t.Source.TokenHash, t.Destination.TokenHash, string(data), id); err != nil {
-		return t, fmt.Errorf("update tunnel %s: %w", id, err)
-	}
-	if err := tx.Commit(); err != nil {
 		return t, fmt.Errorf("update tunnel %s: %w", id, err)
 	}
 	return t, nil

@@ -77,6 +77,11 @@ type Side struct {
 	Spent         bool
 	Connected     bool
 	LastUpdatedAt time.Time
+	// Node is the id of the cluster node that holds this side's peer; ""
+	// when none does, and always on a server that is not in a cluster
+	// (omitted from the JSON then, so a single server's rows read as
+	// before).
+	Node string `json:",omitempty"`
 }
 
 // Tunnel is one tunnel of an account.
@@ -114,7 +119,8 @@ func (t *Tunnel) Expired(now time.Time) bool {
 	return !now.Before(t.ExpiresAt())
 }
 
-// Close marks the tunnel closed and both sides disconnected.
+// Close marks the tunnel closed and both sides disconnected, held by no
+// node.
 func (t *Tunnel) Close(now time.Time) {
 	if t.Status == StatusClosed {
 		return
@@ -126,6 +132,7 @@ func (t *Tunnel) Close(now time.Time) {
 			s.Connected = false
 			s.LastUpdatedAt = now
 		}
+		s.Node = ""
 	}
 }
 

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"encoding/json"
 	"errors"
 	"regexp"
 	"strings"
@@ -127,4 +128,47 @@ func TestAdmit(t *testing.T) {
 			t.Fatalf("closed: %v", err)
 		}
 	})
+}
+
+// Closing a tunnel disconnects both sides and leaves them held by no node,
+// whether or not a peer was connected.
+func TestCloseClearsNodes(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tu, _, err := New("1", "us-east-1", OpenParams{Services: []string{"HTTP"}}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tu.Source.Connected, tu.Source.Node = true, "n1"
+	tu.Destination.Node = "n2" // a claim left without a connection
+	later := now.Add(time.Minute)
+	tu.Close(later)
+	if tu.Status != StatusClosed || tu.Source.Connected || tu.Source.Node != "" || tu.Destination.Node != "" {
+		t.Fatalf("after Close: status %s, source %+v, destination %+v", tu.Status, tu.Source, tu.Destination)
+	}
+	if !tu.Source.LastUpdatedAt.Equal(later) {
+		t.Fatalf("source LastUpdatedAt %v, want %v", tu.Source.LastUpdatedAt, later)
+	}
+}
+
+// A side's Node is in its JSON only when set: a single server's rows keep
+// the shape they had before clusters.
+func TestSideNodeJSON(t *testing.T) {
+	b, err := json.Marshal(Side{Connected: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "Node") {
+		t.Fatalf("a side without a node marshals as %s", b)
+	}
+	b, err = json.Marshal(Side{Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"Node":"n1"`) {
+		t.Fatalf("a side held by n1 marshals as %s", b)
+	}
+	var back Side
+	if err := json.Unmarshal(b, &back); err != nil || back.Node != "n1" {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
 }
