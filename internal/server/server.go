@@ -63,6 +63,12 @@ type Config struct {
 	// ReadBodyTimeout is how long an API request's body may take to
 	// arrive; default DefaultReadBodyTimeout.
 	ReadBodyTimeout time.Duration
+
+	// BandwidthNode, if not "", shares each account's bandwidth limit with
+	// the other servers on the store (cluster mode), this server reporting
+	// its accounts' traffic as this node id; "": the whole limit is this
+	// server's (package bandwidth, cluster.go).
+	BandwidthNode string
 }
 
 // Limits of the listeners.
@@ -298,6 +304,9 @@ func (s *Server) prepare(ctx context.Context) error {
 			return a.BandwidthLimit, err
 		},
 		Logger: s.log.With("component", "bandwidth"),
+		// Cluster mode: coordination through the store (off without a node id).
+		Coordinator: s.store,
+		NodeID:      s.cfg.BandwidthNode,
 	})
 	q := s.cfg.Quotas
 	s.relay = relay.New(relay.Config{

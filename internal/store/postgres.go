@@ -89,6 +89,18 @@ var postgresMigrations = []string{
 		PRIMARY KEY (account_id, thing_name, certificate_id)
 	);
 	CREATE INDEX thing_principals_by_certificate ON thing_principals (certificate_id);`,
+	// account_usage (usage.go).
+	`CREATE TABLE account_usage (
+		node_id TEXT NOT NULL,
+		account_id TEXT NOT NULL,
+		direction INTEGER NOT NULL,
+		demand BIGINT NOT NULL,
+		saturated BOOLEAN NOT NULL,
+		updated_at BIGINT NOT NULL,
+		PRIMARY KEY (node_id, account_id, direction)
+	);
+	CREATE INDEX account_usage_by_account ON account_usage (account_id, updated_at);
+	CREATE INDEX account_usage_by_age ON account_usage (updated_at);`,
 }
 
 // migratePostgres applies the migrations a database lacks in one
