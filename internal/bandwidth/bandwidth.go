@@ -158,7 +158,8 @@ func (l *Limiter) Close() {
 func (l *Limiter) DefaultLimit() int64 { return l.def }
 
 // Acquire returns account's pacers for one peer; Release gives them back.
-// The account's own limit is looked up when none of its peers is live.
+// The account's own limit is looked up when the limiter does not hold the
+// account, and with coordination the other nodes' reports of it.
 func (l *Limiter) Acquire(ctx context.Context, accountID string) *Account {
 	l.mu.Lock()
 	a := l.accounts[accountID]
@@ -177,11 +178,15 @@ func (l *Limiter) Acquire(ctx context.Context, accountID string) *Account {
 			own = v
 		}
 	}
+	first, ok := l.firstShares(ctx, accountID, l.effective(own))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if a = l.accounts[accountID]; a == nil {
 		// SetLimit may have made the entry meanwhile; its value is newer.
 		a = l.newAccount(accountID, own)
+		if ok {
+			a.setShares(first, l.now())
+		}
 	}
 	a.refs++
 	return a

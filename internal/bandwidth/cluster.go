@@ -246,6 +246,36 @@ func (l *Limiter) measure(now time.Time) ([]store.AccountUsage, map[string][2]de
 	return rows, own
 }
 
+// firstShares are the shares of an account's first peer on this node,
+// taken from the other nodes' fresh reports as if this node were held back
+// already, so that it does not start with the whole limit while others use
+// it; ok is false without coordination, a limit, or the reports.
+func (l *Limiter) firstShares(ctx context.Context, accountID string, limit int64) (share [2]int64, ok bool) {
+	if l.coord == nil || limit == 0 {
+		return share, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	reports, err := l.coord.AccountUsage(ctx, []string{accountID}, l.now().Add(-reportStale))
+	if err != nil {
+		l.log.Warn("bandwidth: cannot read the other nodes' usage of the account; starting with its whole limit", "account", accountID, "err", err)
+		return share, false
+	}
+	var ds [2][]demand
+	for d := range ds {
+		ds[d] = []demand{{saturated: true}}
+	}
+	for _, r := range reports {
+		if r.NodeID != l.node && r.Direction >= 0 && r.Direction < 2 {
+			ds[r.Direction] = append(ds[r.Direction], demand{rate: float64(r.Demand), saturated: r.Saturated})
+		}
+	}
+	for d := range share {
+		share[d] = allocate(limit, ds[d])[0]
+	}
+	return share, true
+}
+
 // refreshLimits reads the limits of the accounts in own again and applies
 // those that changed (through another node's API).
 func (l *Limiter) refreshLimits(ctx context.Context, own map[string][2]demand) {

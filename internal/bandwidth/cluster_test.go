@@ -145,6 +145,16 @@ func TestCoordinateRound(t *testing.T) {
 	if notices.Load() != 2 {
 		t.Fatal("an unchanged share was noticed")
 	}
+	// The first peer of an account on this node, while the other node
+	// reports it saturated to the destination, starts with an equal part.
+	if err := st.ReportAccountUsage(ctx, "b", []store.AccountUsage{{AccountID: "new", Direction: 0, Demand: 90_000, Saturated: true, UpdatedAt: clock()}}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	b := l.Acquire(ctx, "new")
+	if b.share != [2]int64{L / 2, L} || b.Limit() != L {
+		t.Fatalf("a new account's shares %v, limit in force %d", b.share, b.Limit())
+	}
+	l.Release(b)
 	// The limit changed through another node: read again at the refresh.
 	own.Store(40_000)
 	round(refreshRounds)
