@@ -11,12 +11,27 @@
 // frame by frame; a tunnel that needs less than its share leaves the rest
 // to the others. Accounts never wait for each other.
 //
+// Across nodes (cluster.go; off unless Config names a Coordinator and a
+// node id): several servers on one store share each account's limit. Every
+// roundEvery (0.5 s) each node reports, per account with live peers on it
+// and per direction, the rate it let through and whether its pacer held
+// traffic back, reads the other nodes' reports no older than reportStale
+// (3 s), and sets its pacers to its share of a max-min fair division of the
+// limit that every node computes alike: a node not held back gets what it
+// sent plus headroom, the rest goes equally to the nodes held back (to
+// every node if none was). The shares add up to no more than the limit, so
+// the account's aggregate rate holds once the rounds settle; a node alone
+// has the whole limit. Account.Limit is this node's limit in force, and
+// share changes reach subscribers as limit changes.
+//
 // It does not own the limits' persistence: Lookup reads an account's own
 // limit from the store when the account's first peer arrives, and SetLimit
-// is told of changes.
+// is told of changes (with coordination, Lookup also runs again every few
+// seconds, for changes made through other nodes).
 package bandwidth
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"math"
@@ -64,6 +79,14 @@ type Config struct {
 	Lookup func(ctx context.Context, accountID string) (int64, error)
 	Logger *slog.Logger     // nil discards
 	Now    func() time.Time // nil is time.Now
+
+	// Coordinator and NodeID, both set, share each account's limit with
+	// the other nodes reporting to the same Coordinator (cluster.go); nil
+	// or "": this server has each account's whole limit to itself.
+	Coordinator Coordinator
+	NodeID      string
+
+	round time.Duration // tests: how often the coordination runs (0: roundEvery)
 }
 
 // Limiter holds the pacers of the accounts with live peers. It is safe for
@@ -76,6 +99,14 @@ type Limiter struct {
 
 	mu       sync.Mutex
 	accounts map[string]*Account
+
+	// coordination (cluster.go); coord nil: none
+	coord     Coordinator
+	node      string
+	round     time.Duration
+	ctx       context.Context // cancelled by Close: ends a round's store calls
+	cancel    context.CancelFunc
+	coordDone chan struct{}
 
 	stop chan struct{}
 	done chan struct{}
@@ -98,25 +129,37 @@ func New(cfg Config) *Limiter {
 	if l.now == nil {
 		l.now = time.Now
 	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
 	go l.sampleLoop()
+	if cfg.Coordinator != nil && cfg.NodeID != "" {
+		l.coord, l.node, l.round = cfg.Coordinator, cfg.NodeID, cmp.Or(cfg.round, roundEvery)
+		l.coordDone = make(chan struct{})
+		go l.coordinateLoop()
+	}
 	return l
 }
 
-// Close stops the sampler.
+// Close stops the sampler and the coordination, whose last act is to
+// delete this node's reports.
 func (l *Limiter) Close() {
 	select {
 	case <-l.stop:
 	default:
 		close(l.stop)
+		l.cancel()
 	}
 	<-l.done
+	if l.coordDone != nil {
+		<-l.coordDone
+	}
 }
 
 // DefaultLimit is the server's default limit (0: unlimited).
 func (l *Limiter) DefaultLimit() int64 { return l.def }
 
 // Acquire returns account's pacers for one peer; Release gives them back.
-// The account's own limit is looked up when none of its peers is live.
+// The account's own limit is looked up when the limiter does not hold the
+// account, and with coordination the other nodes' reports of it.
 func (l *Limiter) Acquire(ctx context.Context, accountID string) *Account {
 	l.mu.Lock()
 	a := l.accounts[accountID]
@@ -135,11 +178,15 @@ func (l *Limiter) Acquire(ctx context.Context, accountID string) *Account {
 			own = v
 		}
 	}
+	first, ok := l.firstShares(ctx, accountID, l.effective(own))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if a = l.accounts[accountID]; a == nil {
 		// SetLimit may have made the entry meanwhile; its value is newer.
 		a = l.newAccount(accountID, own)
+		if ok {
+			a.setShares(first, l.now())
+		}
 	}
 	a.refs++
 	return a
@@ -154,12 +201,13 @@ func (l *Limiter) Release(a *Account) {
 }
 
 func (l *Limiter) newAccount(id string, own int64) *Account {
-	a := &Account{l: l, id: id, own: own, idleSince: l.now()}
+	now := l.now()
+	a := &Account{l: l, id: id, own: own, idleSince: now, marksAt: now}
 	for d := range a.dirs {
 		a.dirs[d].turn = make(chan struct{}, 1)
 		a.dirs[d].changed = make(chan struct{})
 	}
-	a.apply(l.effective(own), l.now())
+	a.setFull(l.effective(own), now)
 	l.accounts[id] = a
 	return a
 }
@@ -180,7 +228,8 @@ func (l *Limiter) SetLimit(accountID string, limit int64) {
 		a = l.newAccount(accountID, limit)
 	}
 	a.own = limit
-	a.apply(l.effective(limit), l.now())
+	a.ownSet++
+	a.setFull(l.effective(limit), l.now())
 	subs := a.subscribers()
 	l.mu.Unlock()
 	for _, fn := range subs {
@@ -188,14 +237,15 @@ func (l *Limiter) SetLimit(accountID string, limit int64) {
 	}
 }
 
-// Usage reports the limit in force for an account (0: unlimited) and its
-// rates over the last second, in bytes per second.
+// Usage reports an account's limit (0: unlimited) and its rates over the
+// last second, in bytes per second; with coordination, the rates add the
+// other nodes' latest reports.
 func (l *Limiter) Usage(accountID string) (limit int64, toDestination, toSource float64) {
 	l.mu.Lock()
 	a := l.accounts[accountID]
 	if a != nil {
 		defer l.mu.Unlock()
-		return a.Limit(), a.dirs[ToDestination].rate1s, a.dirs[ToSource].rate1s
+		return a.full, a.dirs[ToDestination].rate1s + a.remote[ToDestination], a.dirs[ToSource].rate1s + a.remote[ToSource]
 	}
 	l.mu.Unlock()
 	own := int64(Default)
@@ -217,24 +267,59 @@ type Account struct {
 
 	// guarded by l.mu
 	own       int64
+	ownSet    int   // SetLimit calls, so a refresh does not undo a newer one
+	full      int64 // the account's limit (own or the default); 0 unlimited
 	refs      int
 	idleSince time.Time
 	subs      map[*Subscription]func()
-	limit     atomic.Int64 // in force; 0 unlimited
+	// share is this node's part of full per direction, which its pacers
+	// let through: full itself without coordination. remote is the other
+	// nodes' rates at the last round (cluster.go).
+	share  [2]int64
+	remote [2]float64
+	// the coordination's marks: totals and waits at marksAt
+	marksAt time.Time
+	marks   [2]struct{ total, waited int64 }
+
+	limit atomic.Int64 // in force on this node (the larger share); 0 unlimited
 }
 
 // ID is the account's id.
 func (a *Account) ID() string { return a.id }
 
-// Limit is the limit in force, in bytes per second (0: unlimited).
+// Limit is the limit in force on this node, in bytes per second (0:
+// unlimited): the account's limit, or with coordination the larger of this
+// node's shares of it in the two directions. It sizes a peer's link credit,
+// which a larger share than the peer's direction has only makes a little
+// longer; the pacers hold each direction to its own share.
 func (a *Account) Limit() int64 { return a.limit.Load() }
 
-// apply sets the limit in force. Call with l.mu held.
-func (a *Account) apply(limit int64, now time.Time) {
-	a.limit.Store(limit)
-	for d := range a.dirs {
-		a.dirs[d].set(limit, now)
+// setFull sets the account's limit. With coordination, the node's shares
+// keep their part of the limit until the next round recomputes them. Call
+// with l.mu held.
+func (a *Account) setFull(full int64, now time.Time) {
+	old := a.full
+	a.full = full
+	share := [2]int64{full, full}
+	if a.l.coord != nil && old > 0 && full > 0 {
+		for d := range share {
+			share[d] = max(int64(float64(a.share[d])*float64(full)/float64(old)), 1)
+		}
 	}
+	a.setShares(share, now)
+}
+
+// setShares sets this node's shares (0: unlimited) and reports whether the
+// limit in force changed. Call with l.mu held.
+func (a *Account) setShares(share [2]int64, now time.Time) bool {
+	for d := range a.dirs {
+		if share[d] != a.share[d] || !a.dirs[d].rateSet {
+			a.dirs[d].set(share[d], now)
+		}
+	}
+	a.share = share
+	limit := max(share[0], share[1])
+	return a.limit.Swap(limit) != limit
 }
 
 // Subscription is a registration for limit changes.
@@ -424,7 +509,7 @@ func (l *Limiter) sample() {
 					dir = "destination to source"
 				}
 				if paced {
-					l.log.Info("bandwidth: account is being paced at its limit", "account", id, "direction", dir, "limit_bytes_per_second", a.Limit())
+					l.log.Info("bandwidth: account is being paced at its limit", "account", id, "direction", dir, "limit_bytes_per_second", a.full, "node_share_bytes_per_second", a.share[d])
 				} else {
 					l.log.Info("bandwidth: account is no longer paced", "account", id, "direction", dir)
 				}
@@ -439,7 +524,7 @@ func (l *Limiter) sample() {
 // destination to source.
 type AccountStats struct {
 	ID    string
-	Limit int64 // in force, bytes per second; 0 unlimited
+	Limit int64 // the account's, bytes per second; 0 unlimited
 	Bytes [2]int64
 	// Waits is how many frames waited for the limit, and Waited how long
 	// they waited in all.
@@ -454,7 +539,7 @@ func (l *Limiter) Stats() []AccountStats {
 	defer l.mu.Unlock()
 	out := make([]AccountStats, 0, len(l.accounts))
 	for id, a := range l.accounts {
-		s := AccountStats{ID: id, Limit: a.Limit()}
+		s := AccountStats{ID: id, Limit: a.full}
 		for d := range a.dirs {
 			p := &a.dirs[d]
 			s.Bytes[d] = p.total.Load()

@@ -316,6 +316,11 @@ func (s *Server) prepare(ctx context.Context) error {
 		}
 		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: tlsCipherSuites(), Certificates: []tls.Certificate{cert}}
 	}
+	// In a cluster the nodes share each account's limit through the store.
+	var bwNode string
+	if s.cluster != nil {
+		bwNode = s.cluster.cfg.ID
+	}
 	s.bw = bandwidth.New(bandwidth.Config{
 		Default: s.cfg.DefaultBandwidth,
 		Lookup: func(ctx context.Context, id string) (int64, error) {
@@ -323,6 +328,8 @@ func (s *Server) prepare(ctx context.Context) error {
 			return a.BandwidthLimit, err
 		},
 		Logger: s.log.With("component", "bandwidth"),
+		Coordinator: s.store,
+		NodeID:      bwNode,
 	})
 	q := s.cfg.Quotas
 	var nodes relay.Nodes

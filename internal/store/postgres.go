@@ -96,6 +96,18 @@ var postgresMigrations = []string{
 		started_at BIGINT NOT NULL,
 		heartbeat_at BIGINT NOT NULL
 	);`,
+	// 3: account_usage (SQLite's migration 5; usage.go).
+	`CREATE TABLE account_usage (
+		node_id TEXT NOT NULL,
+		account_id TEXT NOT NULL,
+		direction INTEGER NOT NULL,
+		demand BIGINT NOT NULL,
+		saturated BOOLEAN NOT NULL,
+		updated_at BIGINT NOT NULL,
+		PRIMARY KEY (node_id, account_id, direction)
+	);
+	CREATE INDEX account_usage_by_account ON account_usage (account_id, updated_at);
+	CREATE INDEX account_usage_by_age ON account_usage (updated_at);`,
 }
 
 // migratePostgres applies the migrations a database lacks in one

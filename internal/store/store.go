@@ -124,6 +124,20 @@ var migrations = []string{
 		started_at INTEGER NOT NULL,
 		heartbeat_at INTEGER NOT NULL
 	);`,
+	// 5: account_usage: each node's latest report of its accounts' traffic
+	// per direction, through which the nodes on one database share each
+	// account's bandwidth limit (usage.go).
+	`CREATE TABLE account_usage (
+		node_id TEXT NOT NULL,
+		account_id TEXT NOT NULL,
+		direction INTEGER NOT NULL,
+		demand INTEGER NOT NULL,
+		saturated INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL,
+		PRIMARY KEY (node_id, account_id, direction)
+	);
+	CREATE INDEX account_usage_by_account ON account_usage (account_id, updated_at);
+	CREATE INDEX account_usage_by_age ON account_usage (updated_at);`,
 }
 
 // migrate creates the schema and applies the migrations a database lacks, in
