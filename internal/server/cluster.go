@@ -58,8 +58,9 @@ type cluster struct {
 	mu    sync.Mutex
 	nodes map[string]string // the live nodes' link addresses, this one's included
 
-	stop chan struct{}
-	done chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
 // newCluster prepares a node: its id and link certificate from the
@@ -213,13 +214,20 @@ func (c *cluster) resolve(ctx context.Context, id string) (string, error) {
 // shutdown stops the heartbeat, ends the links and removes the node from
 // the store, recording its peers as disconnected.
 func (c *cluster) shutdown(ctx context.Context) error {
-	if c.stop == nil {
-		return nil
+	if c.links == nil {
+		return nil // never started
 	}
-	close(c.stop)
-	<-c.done
+	c.stopBeating()
 	c.links.Close()
 	return c.store.RemoveNode(ctx, c.cfg.ID, time.Now())
+}
+
+// stopBeating stops the heartbeat and waits for it.
+func (c *cluster) stopBeating() {
+	c.stopOnce.Do(func() {
+		close(c.stop)
+		<-c.done
+	})
 }
 
 // The relay's Nodes.

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warrentunnel/warren/internal/store/storetest"
+)
+
+// Nodes on one PostgreSQL store register, serve certificates of one shared
+// CA, sign device certificates with one device CA, find each other, and
+// a node that stops beating is removed by the others; one that shuts down
+// removes itself.
+func TestClusterNodesShareAStore(t *testing.T) {
+	ctx := context.Background()
+	url := storetest.PostgresDatabase(t)
+	var servers []*Server
+	var dirs []string
+	for _, id := range []string{"n1", "n2", "n3"} {
+		dir := t.TempDir()
+		s, err := Open(ctx, Config{Listen: "127.0.0.1:0", DataDir: dir, Store: url,
+			Cluster: Cluster{Listen: "127.0.0.1:0", ID: id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, s)
+		dirs = append(dirs, dir)
+	}
+	down := map[*Server]bool{}
+	shutdown := func(s *Server) error {
+		if down[s] {
+			return nil
+		}
+		down[s] = true
+		return s.Shutdown(ctx)
+	}
+	defer func() {
+		for _, s := range servers {
+			shutdown(s)
+		}
+	}()
+	for _, f := range []string{caCertFile, caKeyFile, DeviceCAFile} {
+		first, err := os.ReadFile(filepath.Join(dirs[0], f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range dirs[1:] {
+			b, err := os.ReadFile(filepath.Join(d, f))
+			if err != nil || !bytes.Equal(b, first) {
+				t.Fatalf("node %d's %s differs from node 1's (%v)", i+2, f, err)
+			}
+		}
+	}
+	nodes, err := servers[0].store.Nodes(ctx)
+	if err != nil || len(nodes) != 3 {
+		t.Fatalf("nodes %+v, %v", nodes, err)
+	}
+	for _, n := range nodes {
+		if !strings.HasPrefix(n.Address, "127.0.0.1:") || strings.HasSuffix(n.Address, ":0") {
+			t.Fatalf("node %s registered address %q", n.ID, n.Address)
+		}
+	}
+	// Each node reads the others at every beat.
+	for start := time.Now(); strings.Join(servers[0].cluster.Others(), ",") != "n2,n3"; time.Sleep(50 * time.Millisecond) {
+		if time.Since(start) > 3*heartbeatEvery {
+			t.Fatalf("n1 knows others %v", servers[0].cluster.Others())
+		}
+	}
+
+	// n3 stops beating without a word (as if killed): the others remove it
+	// within the dead time and a beat or two.
+	servers[2].cluster.stopBeating()
+	start := time.Now()
+	for {
+		if got := servers[0].cluster.Others(); strings.Join(got, ",") == "n2" {
+			break
+		}
+		if time.Since(start) > deadAfter+5*heartbeatEvery {
+			t.Fatalf("n3 still listed %v after %v", servers[0].cluster.Others(), time.Since(start))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("a silent node was removed %v after its last beat", time.Since(start).Round(100*time.Millisecond))
+	shutdown(servers[2])
+
+	// n2 shuts down and removes itself at once.
+	if err := shutdown(servers[1]); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err = servers[0].store.Nodes(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].ID != "n1" {
+		t.Fatalf("after n2's shutdown: %+v, %v", nodes, err)
+	}
+}
+
+func TestClusterNeedsPostgres(t *testing.T) {
+	_, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Cluster: Cluster{Listen: "127.0.0.1:0"}})
+	if err == nil || !strings.Contains(err.Error(), "PostgreSQL") {
+		t.Fatalf("--node-listen without PostgreSQL: %v", err)
+	}
+}
