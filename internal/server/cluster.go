@@ -113,8 +113,18 @@ func (c *cluster) start(ctx context.Context, h nodelink.Handler) error {
 	})
 	now := time.Now()
 	// A node restarted under its old id holds none of the peers the store
-	// may still credit it with.
-	if err := c.store.MarkNodeDisconnected(ctx, c.cfg.ID, now); err != nil {
+	// may still credit it with; the first node of a cluster (no other is
+	// alive) holds none of any, whatever an earlier server recorded.
+	live, err := c.store.Nodes(ctx)
+	if err == nil {
+		live = slices.DeleteFunc(live, func(n store.Node) bool { return n.ID == c.cfg.ID || now.Sub(n.HeartbeatAt) > deadAfter })
+		if len(live) == 0 {
+			err = c.store.MarkAllDisconnected(ctx, now)
+		} else {
+			err = c.store.MarkNodeDisconnected(ctx, c.cfg.ID, now)
+		}
+	}
+	if err != nil {
 		ln.Close()
 		return err
 	}
