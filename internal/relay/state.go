@@ -64,7 +64,7 @@ type tunnelState struct {
 
 	mu       sync.Mutex
 	peers    [2]*peer
-	remote   [2]remoteSide // sides whose peer another node holds (nodes.go)
+	remote   [2]remoteSide  // sides whose peer another node holds (nodes.go)
 	services []serviceState // at most one per service
 	live     int            // connections in services' conns
 	closed   bool           // tunnel closed (or expired): a new peer gets a close frame

@@ -327,7 +327,7 @@ func (s *Server) prepare(ctx context.Context) error {
 			a, err := s.store.Account(ctx, id)
 			return a.BandwidthLimit, err
 		},
-		Logger: s.log.With("component", "bandwidth"),
+		Logger:      s.log.With("component", "bandwidth"),
 		Coordinator: s.store,
 		NodeID:      bwNode,
 	})
