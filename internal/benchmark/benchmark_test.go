@@ -150,6 +150,7 @@ func TestQuickRun(t *testing.T) {
 		"100 simultaneous echoes, run 1", "100 simultaneous echoes, run 2",
 		"page + 100 resources, 1 conn", "page + 100 resources, 16 conn",
 		"bulk throughput, 1 conn, same node", "bulk throughput, 1 conn, cross node",
+		"CPU per GB, 1 conn, same node", "CPU per GB, 1 conn, cross node",
 		"64 B round trip, same node, p50", "64 B round trip, cross node, p50",
 		"64 B round trip, same node, p99", "64 B round trip, cross node, p99",
 		"server RSS per open tunnel", "server RSS per idle connected tunnel",

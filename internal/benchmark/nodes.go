@@ -217,18 +217,32 @@ func (b *bench) nodeRows(ctx context.Context) (_ []Row, err error) {
 	}
 	defer n.stop()
 
-	paths := []path{b.direct, b.floor, {name: "same node", bulk: n.same.sources["BULK"], echo: n.same.sources["ECHO"]}}
+	// The processes a tunnel's bytes pass through: node 2 only for the
+	// crossing tunnel.
+	paths := []path{b.direct, b.floor, {name: "same node", bulk: n.same.sources["BULK"], echo: n.same.sources["ECHO"],
+		procs: []*child{n.same.src, n.nodes[0], n.same.dst}}}
 	if n.cross != nil {
-		paths = append(paths, path{name: "cross node", bulk: n.cross.sources["BULK"], echo: n.cross.sources["ECHO"]})
+		paths = append(paths, path{name: "cross node", bulk: n.cross.sources["BULK"], echo: n.cross.sources["ECHO"],
+			procs: []*child{n.cross.src, n.nodes[0], n.nodes[1], n.cross.dst}})
 	}
 	mbps := make([][]float64, len(paths))
+	cpu := make([]float64, len(paths))
 	for s := range b.sz.samples {
 		var figs []string
 		for i, p := range paths {
+			c0, err := p.cpu()
+			if err != nil {
+				return nil, err
+			}
 			d, err := bulk(ctx, p.bulk, 1, b.sz.bulkBytes)
 			if err != nil {
 				return nil, fmt.Errorf("bulk through %s: %w", p.name, err)
 			}
+			c1, err := p.cpu()
+			if err != nil {
+				return nil, err
+			}
+			cpu[i] += c1 - c0
 			mbps[i] = append(mbps[i], float64(b.sz.bulkBytes)/1e6/d.Seconds())
 			figs = append(figs, fmt.Sprintf("%s %.0f", p.name, last(mbps[i])))
 		}
@@ -253,10 +267,15 @@ func (b *bench) nodeRows(ctx context.Context) (_ []Row, err error) {
 	bulkRow := func(i int, name string) Row {
 		return newRow("bulk throughput, 1 conn, "+name, "MB/s", median(mbps[0]), median(mbps[1]), median(mbps[i]), true, false)
 	}
+	// CPU per GB of the path's processes, over all samples.
+	perGB := func(i int) float64 { return cpu[i] / (float64(b.sz.bulkBytes) * float64(b.sz.samples) / 1e9) }
+	cpuRow := func(i int, name string) Row {
+		return newRow(fmt.Sprintf("CPU per GB, 1 conn, %s (%d procs)", name, len(paths[i].procs)), "CPU-s/GB", -1, perGB(1), perGB(i), false, false)
+	}
 	tripRow := func(i int, name, pct string, figs []float64) Row {
 		return newRow("64 B round trip, "+name+", "+pct, "µs", figs[0], figs[1], figs[i], false, true)
 	}
-	same := []Row{bulkRow(2, "same node"), tripRow(2, "same node", "p50", p50), tripRow(2, "same node", "p99", p99)}
+	same := []Row{bulkRow(2, "same node"), cpuRow(2, "same node"), tripRow(2, "same node", "p50", p50), tripRow(2, "same node", "p99", p99)}
 	for i := range same {
 		same[i].Note = "2 nodes on PostgreSQL, both peers on node 1"
 		if n.cross == nil {
@@ -266,11 +285,17 @@ func (b *bench) nodeRows(ctx context.Context) (_ []Row, err error) {
 	if n.cross == nil {
 		return same, nil
 	}
-	cross := []Row{bulkRow(3, "cross node"), tripRow(3, "cross node", "p50", p50), tripRow(3, "cross node", "p99", p99)}
-	cross[0].Note = fmt.Sprintf("source on node 1, destination on node 2: %.0f%% of same node", 100*median(mbps[3])/median(mbps[2]))
-	cross[1].Note = fmt.Sprintf("source on node 1, destination on node 2: %.2fx same node", p50[3]/p50[2])
-	cross[2].Note = fmt.Sprintf("source on node 1, destination on node 2: %.2fx same node", p99[3]/p99[2])
-	b.progress("same node / cross node: bulk %.0f / %.0f MB/s, round trip p50 %.0f / %.0f µs",
-		median(mbps[2]), median(mbps[3]), p50[2], p50[3])
-	return []Row{same[0], cross[0], same[1], cross[1], same[2], cross[2]}, nil
+	cross := []Row{bulkRow(3, "cross node"), cpuRow(3, "cross node"), tripRow(3, "cross node", "p50", p50), tripRow(3, "cross node", "p99", p99)}
+	const where = "source on node 1, destination on node 2: "
+	cross[0].Note = fmt.Sprintf(where+"%.0f%% of same node", 100*median(mbps[3])/median(mbps[2]))
+	cross[1].Note = fmt.Sprintf(where+"%.2fx same node", perGB(3)/perGB(2))
+	cross[2].Note = fmt.Sprintf(where+"%.2fx same node", p50[3]/p50[2])
+	cross[3].Note = fmt.Sprintf(where+"%.2fx same node", p99[3]/p99[2])
+	b.progress("same node / cross node: bulk %.0f / %.0f MB/s, %.2f / %.2f CPU-s/GB, round trip p50 %.0f / %.0f µs",
+		median(mbps[2]), median(mbps[3]), perGB(2), perGB(3), p50[2], p50[3])
+	var rows []Row
+	for i := range same {
+		rows = append(rows, same[i], cross[i])
+	}
+	return rows, nil
 }
