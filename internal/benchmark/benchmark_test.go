@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -154,10 +153,6 @@ func TestQuickRun(t *testing.T) {
 		"64 B round trip, same node, p50", "64 B round trip, cross node, p50",
 		"64 B round trip, same node, p99", "64 B round trip, cross node, p99",
 		"server RSS per open tunnel", "server RSS per idle connected tunnel",
-	}
-	if !hasClusterMode(ctx, exe) {
-		// TODO(lead): drop once cluster mode is on main.
-		want = slices.DeleteFunc(want, func(name string) bool { return strings.Contains(name, "cross node") })
 	}
 	if len(tab.Rows) != len(want) {
 		t.Errorf("%d rows, want %d", len(tab.Rows), len(want))

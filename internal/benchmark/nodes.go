@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,7 +31,7 @@ const DefaultPostgres = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=dis
 type nodesPath struct {
 	db          *scratchDB
 	nodes       []*child
-	same, cross *proxyPair // cross is nil when the binary has no cluster mode
+	same, cross *proxyPair
 }
 
 // stop ends the local proxies, then the nodes; the database stays.
@@ -58,9 +57,9 @@ func (n *nodesPath) procs() []*child {
 	return append(cs, n.nodes...)
 }
 
-// startNodes starts node 1 and (when clustered) node 2 on db, opens the two
-// tunnels through node 1's API and starts their local proxies.
-func startNodes(ctx context.Context, exe, localProxy, dir string, db *scratchDB, targets map[string]string, clustered bool) (_ *nodesPath, err error) {
+// startNodes starts node 1 and node 2 on db, opens the two tunnels through
+// node 1's API and starts their local proxies.
+func startNodes(ctx context.Context, exe, localProxy, dir string, db *scratchDB, targets map[string]string) (_ *nodesPath, err error) {
 	n := &nodesPath{db: db}
 	defer func() {
 		if err != nil {
@@ -71,15 +70,9 @@ func startNodes(ctx context.Context, exe, localProxy, dir string, db *scratchDB,
 	// the CAs, the nextToken key) in the store, and node 2 finds it there.
 	var at []proxyTarget
 	for i := 1; i <= 2; i++ {
-		if i == 2 && !clustered {
-			break
-		}
 		dataDir := filepath.Join(dir, fmt.Sprintf("node%d", i))
-		extra := []string{"--store", n.db.url}
-		if clustered {
-			extra = append(extra, "--node-listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("bench-node-%d", i))
-		}
-		c, endpoint, err := startServe(ctx, fmt.Sprintf("warren serve (node %d)", i), exe, dataDir, extra...)
+		c, endpoint, err := startServe(ctx, fmt.Sprintf("warren serve (node %d)", i), exe, dataDir,
+			"--store", n.db.url, "--node-listen", "127.0.0.1:0", "--node-id", fmt.Sprintf("bench-node-%d", i))
 		if err != nil {
 			return n, err
 		}
@@ -102,9 +95,6 @@ func startNodes(ctx context.Context, exe, localProxy, dir string, db *scratchDB,
 	if n.same, err = startPair(ctx, exe, localProxy, settings, api.tc, tun, targets, at[0], at[0]); err != nil {
 		return n, fmt.Errorf("same-node tunnel: %w", err)
 	}
-	if !clustered {
-		return n, nil
-	}
 	if tun, err = api.openTunnel(ctx, services); err != nil {
 		return n, err
 	}
@@ -112,12 +102,6 @@ func startNodes(ctx context.Context, exe, localProxy, dir string, db *scratchDB,
 		return n, fmt.Errorf("cross-node tunnel: %w", err)
 	}
 	return n, nil
-}
-
-// hasClusterMode reports whether exe's `serve` knows --node-listen.
-func hasClusterMode(ctx context.Context, exe string) bool {
-	out, _ := exec.CommandContext(ctx, exe, "serve", "-h").CombinedOutput()
-	return strings.Contains(string(out), "-node-listen")
 }
 
 // scratchDB is a database of the bench's own on a PostgreSQL server,
@@ -182,8 +166,9 @@ func postgresURL(cfg Config) string {
 
 // nodeRows: two nodes on one scratch PostgreSQL database, a tunnel with
 // both peers on node 1 beside one whose destination is on node 2: bulk
-// throughput over one connection (median of the samples) and 64-byte round
-// trips, with direct and the floor measured in the same run. Without a
+// throughput over one connection (median of the samples), the CPU its
+// processes spent per GB, and 64-byte round trips, with direct and the
+// floor measured in the same run. Without a
 // PostgreSQL server the rows are left out, unless the run asked for them
 // (--postgres, or --only nodes).
 func (b *bench) nodeRows(ctx context.Context) (_ []Row, err error) {
@@ -200,18 +185,13 @@ func (b *bench) nodeRows(ctx context.Context) (_ []Row, err error) {
 			err = errors.Join(err, fmt.Errorf("nodes: %w", derr))
 		}
 	}()
-	clustered := hasClusterMode(ctx, b.cfg.Exe)
-	if clustered {
-		b.progress("starting 2 warren nodes on PostgreSQL (database %s), 2 tunnels and their local proxies", db.name)
-	} else {
-		b.progress("this warren has no --node-listen: 1 node on PostgreSQL (database %s), no cross-node rows", db.name)
-	}
+	b.progress("starting 2 warren nodes on PostgreSQL (database %s), 2 tunnels and their local proxies", db.name)
 	dir := filepath.Join(b.dir, "nodes")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, err
 	}
 	n, err := startNodes(ctx, b.cfg.Exe, b.cfg.LocalProxy, dir, db,
-		map[string]string{"BULK": b.direct.bulk, "ECHO": b.direct.echo}, clustered)
+		map[string]string{"BULK": b.direct.bulk, "ECHO": b.direct.echo})
 	if err != nil {
 		return nil, fmt.Errorf("nodes: %w", err)
 	}
@@ -219,12 +199,11 @@ func (b *bench) nodeRows(ctx context.Context) (_ []Row, err error) {
 
 	// The processes a tunnel's bytes pass through: node 2 only for the
 	// crossing tunnel.
-	paths := []path{b.direct, b.floor, {name: "same node", bulk: n.same.sources["BULK"], echo: n.same.sources["ECHO"],
-		procs: []*child{n.same.src, n.nodes[0], n.same.dst}}}
-	if n.cross != nil {
-		paths = append(paths, path{name: "cross node", bulk: n.cross.sources["BULK"], echo: n.cross.sources["ECHO"],
-			procs: []*child{n.cross.src, n.nodes[0], n.nodes[1], n.cross.dst}})
-	}
+	paths := []path{b.direct, b.floor,
+		{name: "same node", bulk: n.same.sources["BULK"], echo: n.same.sources["ECHO"],
+			procs: []*child{n.same.src, n.nodes[0], n.same.dst}},
+		{name: "cross node", bulk: n.cross.sources["BULK"], echo: n.cross.sources["ECHO"],
+			procs: []*child{n.cross.src, n.nodes[0], n.nodes[1], n.cross.dst}}}
 	mbps := make([][]float64, len(paths))
 	cpu := make([]float64, len(paths))
 	for s := range b.sz.samples {
@@ -278,12 +257,6 @@ func (b *bench) nodeRows(ctx context.Context) (_ []Row, err error) {
 	same := []Row{bulkRow(2, "same node"), cpuRow(2, "same node"), tripRow(2, "same node", "p50", p50), tripRow(2, "same node", "p99", p99)}
 	for i := range same {
 		same[i].Note = "2 nodes on PostgreSQL, both peers on node 1"
-		if n.cross == nil {
-			same[i].Note = "1 node on PostgreSQL (this warren has no --node-listen)"
-		}
-	}
-	if n.cross == nil {
-		return same, nil
 	}
 	cross := []Row{bulkRow(3, "cross node"), cpuRow(3, "cross node"), tripRow(3, "cross node", "p50", p50), tripRow(3, "cross node", "p99", p99)}
 	const where = "source on node 1, destination on node 2: "
