@@ -251,7 +251,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&cfg.Samples, "samples", 0, "repetitions of each throughput and page-load figure, whose median is printed (default 3; 1 with --quick)")
 	fs.StringVar(&cfg.JSONPath, "json", "", "also write the table to this file as JSON")
 	fs.StringVar(&cfg.LocalProxy, "localproxy", "", "run this local proxy binary (e.g. the official one) instead of warren localproxy")
-	only := fs.String("only", "", "measure only these comma-separated groups of rows: bulk, rss, latency, simultaneous, page, idle")
+	fs.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL server on which the nodes rows (two warren nodes) create and drop a scratch database (default $WARREN_TEST_POSTGRES, else "+benchmark.DefaultPostgres+"; without a server there the rows are left out)")
+	only := fs.String("only", "", "measure only these comma-separated groups of rows: bulk, rss, latency, simultaneous, page, nodes, idle")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -4,7 +4,9 @@
 // through the floor (a minimal chain of three TLS-forwarding processes,
 // see hop.go), and through Warren (`warren serve` and a destination and a
 // source local proxy, each a process, with the tunnel opened through the
-// API).
+// API). The nodes rows put Warren's figures for a tunnel whose peers are
+// on the same node beside one whose peers are on two nodes that share a
+// scratch PostgreSQL database (see nodes.go).
 //
 // The processes are this binary re-executed (`warren serve`, `warren
 // localproxy`, `warren bench-hop`), so nothing else must be built; the
@@ -33,8 +35,13 @@ type Config struct {
 	Quick      bool   // a short run for CI: small sizes, few samples, every row
 	Samples    int    // repetitions of each throughput and page figure (0: 3, or 1 with Quick)
 	JSONPath   string // also write the table here as JSON
+	// Postgres is the PostgreSQL server on which the nodes rows create
+	// (and drop) a database of their own; "": $WARREN_TEST_POSTGRES, or
+	// DefaultPostgres. Only a server named here must answer: without one
+	// the rows are left out, unless Only asks for them.
+	Postgres string
 	// Only names the groups of rows to measure (bulk, rss, latency,
-	// simultaneous, page, idle); empty measures all.
+	// simultaneous, page, nodes, idle); empty measures all.
 	Only     []string
 	Out      io.Writer
 	Progress io.Writer
@@ -90,6 +97,7 @@ func (p path) cpu() (float64, error) {
 // bench is one run.
 type bench struct {
 	cfg    Config
+	dir    string // the run's temporary directory
 	sz     sizes
 	direct path
 	floor  path
@@ -123,6 +131,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	b.dir = dir
 
 	sinkT, err := startTarget(sink)
 	if err != nil {
@@ -169,7 +178,7 @@ func Run(ctx context.Context, cfg Config) error {
 		rows  func(context.Context) ([]Row, error)
 	}{
 		{"bulk", b.bulkRows}, {"rss", b.rssRows}, {"latency", b.latencyRows},
-		{"simultaneous", b.simultaneousRows}, {"page", b.pageRows}, {"idle", b.idleRows},
+		{"simultaneous", b.simultaneousRows}, {"page", b.pageRows}, {"nodes", b.nodeRows}, {"idle", b.idleRows},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, step.group) {
 			continue

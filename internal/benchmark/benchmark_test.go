@@ -112,7 +112,8 @@ func TestCountsFromProc(t *testing.T) {
 
 // TestQuickRun builds warren and runs `warren bench --quick` for real:
 // every row is there, every figure and ratio is a positive number, and
-// every check passed.
+// every check passed. Its nodes rows need PostgreSQL ($WARREN_TEST_POSTGRES
+// or the default), which CI runs.
 func TestQuickRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole quick bench (about 30 s)")
@@ -147,6 +148,10 @@ func TestQuickRun(t *testing.T) {
 		"64 B round trip, 8 bulk conns, p50", "64 B round trip, 8 bulk conns, p99",
 		"100 simultaneous echoes, run 1", "100 simultaneous echoes, run 2",
 		"page + 100 resources, 1 conn", "page + 100 resources, 16 conn",
+		"bulk throughput, 1 conn, same node", "bulk throughput, 1 conn, cross node",
+		"CPU per GB, 1 conn, same node", "CPU per GB, 1 conn, cross node",
+		"64 B round trip, same node, p50", "64 B round trip, cross node, p50",
+		"64 B round trip, same node, p99", "64 B round trip, cross node, p99",
 		"server RSS per open tunnel", "server RSS per idle connected tunnel",
 	}
 	if len(tab.Rows) != len(want) {

@@ -9,12 +9,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -58,96 +58,159 @@ func startWarren(ctx context.Context, exe, localProxy, dir string, targets map[s
 			w.stop()
 		}
 	}()
-	port, err := freePort()
-	if err != nil {
+	if w.server, w.endpoint, err = startServe(ctx, "warren serve", exe, w.dataDir); err != nil {
 		return w, err
 	}
-	w.endpoint = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	// The idle rows open 1000 tunnels besides the bench's own, through the
-	// API as fast as it answers, and the bench polls DescribeTunnel: past
-	// the default quotas of tunnels and API requests per account, so those
-	// two are lifted. The connections per tunnel keep their default (1000),
-	// which the 1000 simultaneous echoes reach exactly. The data path runs
-	// at full speed: no account bandwidth limit.
-	w.server, err = startDebuggable(ctx, "warren serve", exe, "serve", "--listen", w.endpoint, "--data-dir", w.dataDir, "--log-level", "warn",
-		"--max-tunnels-per-account", "0", "--api-rate", "0", "--default-account-bandwidth", "0")
-	if err != nil {
+	if err := w.connectAPI(ctx); err != nil {
 		return w, err
 	}
-	if err := waitUntil(ctx, 30*time.Second, w.server, "warren serve to listen", func() bool {
-		_, err := os.Stat(filepath.Join(w.dataDir, server.CredentialsFile))
-		return err == nil && listening(port)
-	}); err != nil {
-		return w, err
-	}
-	awsCfg, err := w.clientConfig()
-	if err != nil {
-		return w, err
-	}
-	if _, err := iot.NewFromConfig(awsCfg).CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(benchThing)}); err != nil {
-		return w, fmt.Errorf("create thing: %w", err)
-	}
-	w.tc = admin.NewTunnelClient(awsCfg)
-	services := make([]string, 0, len(targets))
-	for s := range targets {
-		services = append(services, s)
-	}
-	sort.Strings(services)
+	services := slices.Sorted(maps.Keys(targets))
 	tun, err := w.openTunnel(ctx, services)
 	if err != nil {
 		return w, err
 	}
-
-	settings := filepath.Join(dir, "localproxy-settings.json")
-	body := fmt.Sprintf(`{"tunneling":{"proxy":{"tcp":{"max_active_connections":"%d"}}}}`+"\n", maxConns)
-	if err := os.WriteFile(settings, []byte(body), 0o600); err != nil {
-		return w, err
-	}
-	var dmap, smap []string
-	var ports []int
-	w.sources = map[string]string{}
-	for _, s := range services {
-		p, err := freePort()
-		if err != nil {
-			return w, err
-		}
-		ports = append(ports, p)
-		dmap = append(dmap, s+"="+targets[s])
-		smap = append(smap, s+"="+strconv.Itoa(p))
-		w.sources[s] = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-	}
-	common := []string{"-e", w.endpoint, "-c", filepath.Join(w.dataDir, server.CADir), "--settings-json", settings}
-	dargs := slices.Concat(common, []string{"-d", strings.Join(dmap, ","), "-t", tun.DestinationAccessToken, "-i", clientToken()})
-	sargs := slices.Concat(common, []string{"-s", strings.Join(smap, ","), "-t", tun.SourceAccessToken, "-i", clientToken()})
-	if w.dst, err = startProxy(ctx, "destination local proxy", exe, localProxy, dargs); err != nil {
-		return w, err
-	}
-	if w.src, err = startProxy(ctx, "source local proxy", exe, localProxy, sargs); err != nil {
-		return w, err
-	}
-	err = waitUntil(ctx, 30*time.Second, nil, "both local proxies to connect", func() bool {
-		if w.dst.exited() || w.src.exited() {
-			return true
-		}
-		d, err := w.tc.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: aws.String(tun.TunnelID)})
-		return err == nil && connected(d.Tunnel.SourceConnectionState) && connected(d.Tunnel.DestinationConnectionState)
-	})
-	for _, c := range []*child{w.dst, w.src} {
-		if c.exited() {
-			return w, c.failure()
-		}
-	}
+	settings, err := writeProxySettings(dir, maxConns)
 	if err != nil {
 		return w, err
 	}
-	return w, waitUntil(ctx, 30*time.Second, w.src, "the source local proxy to listen", func() bool {
-		for _, p := range ports {
-			if !listening(p) {
+	at := proxyTarget{endpoint: w.endpoint, caDir: filepath.Join(w.dataDir, server.CADir)}
+	pair, err := startPair(ctx, exe, localProxy, settings, w.tc, tun, targets, at, at)
+	if err != nil {
+		return w, err
+	}
+	w.dst, w.src, w.sources = pair.dst, pair.src, pair.sources
+	return w, nil
+}
+
+// startServe runs `warren serve` on dataDir with the bench's settings and
+// extra flags, and returns it and its endpoint once it listens and has
+// written its admin credentials. The bench opens tunnels through the API
+// as fast as it answers and polls DescribeTunnel: past the default quotas
+// of tunnels and API requests per account, so those two are lifted. The
+// connections per tunnel keep their default (1000), which the 1000
+// simultaneous echoes reach exactly. The data path runs at full speed: no
+// account bandwidth limit.
+func startServe(ctx context.Context, name, exe, dataDir string, extra ...string) (*child, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	endpoint := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	args := slices.Concat([]string{"serve", "--listen", endpoint, "--data-dir", dataDir, "--log-level", "warn",
+		"--max-tunnels-per-account", "0", "--api-rate", "0", "--default-account-bandwidth", "0"}, extra)
+	c, err := startDebuggable(ctx, name, exe, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitUntil(ctx, 30*time.Second, c, name+" to listen", func() bool {
+		_, err := os.Stat(filepath.Join(dataDir, server.CredentialsFile))
+		return err == nil && listening(port)
+	}); err != nil {
+		c.stop()
+		return nil, "", err
+	}
+	return c, endpoint, nil
+}
+
+// connectAPI makes the admin API client of the server's data directory and
+// creates the thing every tunnel of the bench reaches.
+func (w *warrenPath) connectAPI(ctx context.Context) error {
+	awsCfg, err := w.clientConfig()
+	if err != nil {
+		return err
+	}
+	if _, err := iot.NewFromConfig(awsCfg).CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(benchThing)}); err != nil {
+		return fmt.Errorf("create thing: %w", err)
+	}
+	w.tc = admin.NewTunnelClient(awsCfg)
+	return nil
+}
+
+// writeProxySettings writes the local proxies' --settings-json file, which
+// lets maxConns connections through a tunnel at once.
+func writeProxySettings(dir string, maxConns int) (string, error) {
+	settings := filepath.Join(dir, "localproxy-settings.json")
+	body := fmt.Sprintf(`{"tunneling":{"proxy":{"tcp":{"max_active_connections":"%d"}}}}`+"\n", maxConns)
+	return settings, os.WriteFile(settings, []byte(body), 0o600)
+}
+
+// proxyTarget is where a local proxy connects: a server's endpoint and the
+// CA directory that verifies it.
+type proxyTarget struct{ endpoint, caDir string }
+
+// proxyPair is one tunnel's destination and source local proxies.
+type proxyPair struct {
+	dst, src *child
+	sources  map[string]string // service → the source local proxy's address
+}
+
+// startPair starts tun's destination local proxy (connected to dstAt, its
+// services reaching targets) and its source (connected to srcAt), and
+// returns when the API says both are connected and the source listens for
+// every service.
+func startPair(ctx context.Context, exe, localProxy, settings string, tc *admin.TunnelClient, tun *tunnelapi.OpenTunnelOutput,
+	targets map[string]string, dstAt, srcAt proxyTarget) (_ *proxyPair, err error) {
+	p := &proxyPair{sources: map[string]string{}}
+	defer func() {
+		if err != nil {
+			p.stop()
+		}
+	}()
+	var dmap, smap []string
+	var ports []int
+	for _, s := range slices.Sorted(maps.Keys(targets)) {
+		port, err := freePort()
+		if err != nil {
+			return p, err
+		}
+		ports = append(ports, port)
+		dmap = append(dmap, s+"="+targets[s])
+		smap = append(smap, s+"="+strconv.Itoa(port))
+		p.sources[s] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	}
+	dargs := []string{"-e", dstAt.endpoint, "-c", dstAt.caDir, "--settings-json", settings,
+		"-d", strings.Join(dmap, ","), "-t", tun.DestinationAccessToken, "-i", clientToken()}
+	sargs := []string{"-e", srcAt.endpoint, "-c", srcAt.caDir, "--settings-json", settings,
+		"-s", strings.Join(smap, ","), "-t", tun.SourceAccessToken, "-i", clientToken()}
+	if p.dst, err = startProxy(ctx, "destination local proxy", exe, localProxy, dargs); err != nil {
+		return p, err
+	}
+	if p.src, err = startProxy(ctx, "source local proxy", exe, localProxy, sargs); err != nil {
+		return p, err
+	}
+	err = waitUntil(ctx, 30*time.Second, nil, "both local proxies to connect", func() bool {
+		if p.dst.exited() || p.src.exited() {
+			return true
+		}
+		d, err := tc.DescribeTunnel(ctx, &tunnelapi.DescribeTunnelInput{TunnelID: aws.String(tun.TunnelID)})
+		return err == nil && connected(d.Tunnel.SourceConnectionState) && connected(d.Tunnel.DestinationConnectionState)
+	})
+	for _, c := range []*child{p.dst, p.src} {
+		if c.exited() {
+			return p, c.failure()
+		}
+	}
+	if err != nil {
+		return p, err
+	}
+	return p, waitUntil(ctx, 30*time.Second, p.src, "the source local proxy to listen", func() bool {
+		for _, port := range ports {
+			if !listening(port) {
 				return false
 			}
 		}
 		return true
 	})
+}
+
+// stop ends the source first, so no new connection enters a tunnel whose
+// far end is gone.
+func (p *proxyPair) stop() {
+	for _, c := range []*child{p.src, p.dst} {
+		if c != nil {
+			c.stop()
+		}
+	}
 }
 
 func (w *warrenPath) openTunnel(ctx context.Context, services []string) (*tunnelapi.OpenTunnelOutput, error) {
