@@ -239,13 +239,19 @@ func (r *Relay) Receive(from string, m *nodelink.Message) {
 }
 
 // deliver queues a frame from another node for this node's peer of side
-// sd, or, with no such peer, tells the sender so.
+// sd, or, with no such peer (or when the sender does not hold the other
+// side as far as this node knows), tells the sender so.
 func (r *Relay) deliver(from string, sd side, m *nodelink.Message) {
 	f := m.Frame
 	var p *peer
 	ts := r.lookup(m.Tunnel)
 	if ts != nil {
 		p = ts.peer(sd)
+		// Only the node that holds the other side may send: a peer another
+		// node has replaced is cut off from this one.
+		if node, _ := ts.remotePeer(sd.other()); node != from {
+			p = nil
+		}
 	}
 	if p == nil {
 		r.dropped(len(f.B))
@@ -280,6 +286,11 @@ func (r *Relay) remoteAttached(from, id string, sd side) {
 	}
 	if old := ts.peer(sd); old != nil {
 		old.stop(0, reasonReplaced)
+	}
+	if prev, _ := ts.remotePeer(sd); prev != "" && prev != from {
+		// The side's peer moved from node prev: its old peer there is
+		// cut off from this node's (its streams are reset there).
+		r.nodes.SendNoWait(prev, &nodelink.Message{Kind: nodelink.KindDetach, Side: uint8(sd.other()), Tunnel: id})
 	}
 	ts.setRemote(sd, from)
 }

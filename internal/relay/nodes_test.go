@@ -296,3 +296,33 @@ func dumpLogs(t *testing.T, envs []*env) {
 		}
 	})
 }
+
+// A peer that reconnects through another node replaces its old connection
+// there: the other side's frames go to the new one, and what the old one
+// still sends is not delivered.
+func TestCrossNodePeerMoves(t *testing.T) {
+	envs := newNodeEnvs(t, 3, Config{})
+	dumpLogs(t, envs)
+	n1, n2, n3 := envs[0], envs[1], envs[2]
+	tn, tok := n1.newTunnel("HTTP")
+	src, old := crossPair(n1, n2, tn, tok)
+	src.send(streamStart("HTTP", 1, 1))
+	old.expect(streamStart("HTTP", 1, 1))
+
+	moved := n3.mustDial(dialOpts{mode: tunnel.ModeDestination, token: tok.Destination, clientToken: testClientToken})
+	moved.expect(serviceIDs("HTTP"))
+	eventually(t, "the source's node to follow the destination to n3", func() bool {
+		node, _ := n2.relay.lookup(tn.ID).remotePeer(destinationSide)
+		return node == "n3"
+	})
+	// The old destination's stream is reset on its node.
+	old.expect(streamReset("HTTP", 1))
+	src.send(streamStart("HTTP", 2, 1), data("HTTP", 2, 1, []byte("to the new one")))
+	moved.expect(streamStart("HTTP", 2, 1), data("HTTP", 2, 1, []byte("to the new one")))
+	old.send(data("HTTP", 2, 1, []byte("stale")))
+	moved.send(data("HTTP", 2, 1, []byte("fresh")))
+	src.expect(data("HTTP", 2, 1, []byte("fresh")))
+	if got := n1.tunnel(tn.ID); got.Destination.Node != "n3" || !got.Destination.Connected {
+		t.Fatalf("store: destination on %q connected %v", got.Destination.Node, got.Destination.Connected)
+	}
+}
