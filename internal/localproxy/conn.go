@@ -243,7 +243,13 @@ func (lc *localConn) readLoop() {
 			lc.sendReset()
 		case errors.Is(err, io.EOF):
 			lc.log.Debug("local side closed")
-			lc.sendReset()
+			if lc.isAborted() {
+				// A write to the socket failed first; the writer left the
+				// second reset to this reader, which had not sent its first.
+				lc.sendAbort(true)
+			} else {
+				lc.sendReset()
+			}
 			lc.in.finish(stateDrainClose)
 		default:
 			if !lc.isAborted() {
