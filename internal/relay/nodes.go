@@ -55,18 +55,29 @@ type remoteSide struct {
 	win  *window // what may still be sent toward it
 }
 
-// window is credit in bytes; take waits for it.
+// window is credit in bytes; take waits for it. It ends when the side
+// leaves the node (or the node is gone): no credit will come back.
 type window struct {
 	mu    sync.Mutex
 	avail int
+	ended bool
 	wake  chan struct{}
 }
+
+// errWindowEnded: the side a frame waited to be sent to is no longer on
+// that node.
+var errWindowEnded = errors.New("the other side left its node")
 
 func newWindow() *window { return &window{avail: remoteWindow, wake: make(chan struct{}, 1)} }
 
 func (w *window) take(ctx context.Context, n int) error {
 	for {
 		w.mu.Lock()
+		if w.ended {
+			w.mu.Unlock()
+			w.signal() // for the next waiter
+			return errWindowEnded
+		}
 		if w.avail >= n {
 			w.avail -= n
 			more := w.avail > 0
@@ -92,6 +103,14 @@ func (w *window) give(n int) {
 	w.signal()
 }
 
+// end wakes the waiters for good.
+func (w *window) end() {
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
+	w.signal()
+}
+
 func (w *window) signal() {
 	select {
 	case w.wake <- struct{}{}:
@@ -111,7 +130,17 @@ func (ts *tunnelState) remotePeer(sd side) (string, *window) {
 func (ts *tunnelState) setRemote(sd side, node string) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
+	ts.endRemote(sd)
 	ts.remote[sd] = remoteSide{node: node, win: newWindow()}
+}
+
+// endRemote forgets side sd's remote peer, ending the window a reader may
+// wait on. Call with mu held.
+func (ts *tunnelState) endRemote(sd side) {
+	if w := ts.remote[sd].win; w != nil {
+		w.end()
+	}
+	ts.remote[sd] = remoteSide{}
 }
 
 // linkFlow names a connection of a tunnel among all a link carries.
@@ -125,7 +154,12 @@ func linkFlow(tunnelID string, key uint64) uint64 {
 // which node holds, once the window allows. The frame's buffer is freed.
 func (p *peer) forwardRemote(node string, win *window, f *framepool.Buf, m *wire.Message) error {
 	defer f.Free()
-	if err := win.take(p.ctx, framepool.CostOf(len(f.B))); err != nil {
+	if err := win.take(p.ctx, framepool.CostOf(len(f.B))); errors.Is(err, errWindowEnded) {
+		// The other side left while this frame waited: as with no peer.
+		p.r.dropped(len(f.B))
+		p.refuseStart(m)
+		return nil
+	} else if err != nil {
 		return errors.New("stopped while waiting for the other node's credit")
 	}
 	msg := nodelink.Message{Kind: nodelink.KindFrame, Side: uint8(p.side.other()), Tunnel: p.ts.id, Frame: f}
@@ -151,6 +185,7 @@ func (p *peer) attachRemote(node string) {
 	}
 	other := p.side.other()
 	p.ts.setRemote(other, node)
+	p.log.Debug("relay: the other side's peer is on another node", "node", node)
 	ctx, cancel := context.WithTimeout(p.ctx, attachTimeout)
 	defer cancel()
 	msg := nodelink.Message{Kind: nodelink.KindAttach, Side: uint8(p.side), Tunnel: p.ts.id}
@@ -254,6 +289,7 @@ func (r *Relay) deliver(from string, sd side, m *nodelink.Message) {
 		}
 	}
 	if p == nil {
+		r.log.Debug("relay: frame from a node for a peer not here", "tunnel", m.Tunnel, "node", from, "mode", string(sd.mode()))
 		r.dropped(len(f.B))
 		f.Free()
 		r.nodes.SendNoWait(from, &nodelink.Message{Kind: nodelink.KindDetach, Side: uint8(sd), Tunnel: m.Tunnel})
@@ -281,9 +317,11 @@ func (r *Relay) deliver(from string, sd side, m *nodelink.Message) {
 func (r *Relay) remoteAttached(from, id string, sd side) {
 	ts := r.lookup(id)
 	if ts == nil || ts.peer(sd.other()) == nil {
+		r.log.Debug("relay: a node attached a peer to a side this node does not hold", "tunnel", id, "node", from, "mode", string(sd.mode()))
 		r.nodes.SendNoWait(from, &nodelink.Message{Kind: nodelink.KindDetach, Side: uint8(sd.other()), Tunnel: id})
 		return
 	}
+	r.log.Debug("relay: the other side's peer joined on another node", "tunnel", id, "node", from, "mode", string(sd.mode()))
 	if old := ts.peer(sd); old != nil {
 		old.stop(0, reasonReplaced)
 	}
@@ -303,10 +341,11 @@ func (r *Relay) remoteDetached(ts *tunnelState, sd side, node string) {
 		ts.mu.Unlock()
 		return
 	}
-	ts.remote[sd] = remoteSide{}
+	ts.endRemote(sd)
 	streams := ts.takeStreams()
 	local := ts.peers[sd.other()]
 	ts.mu.Unlock()
+	r.log.Debug("relay: the other side's peer left its node", "tunnel", ts.id, "node", node, "mode", string(sd.mode()), "streams", len(streams))
 	if local == nil {
 		return
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/warrentunnel/warren/internal/framepool"
 	"github.com/warrentunnel/warren/internal/nodelink"
 	"github.com/warrentunnel/warren/internal/tunnel"
 	"github.com/warrentunnel/warren/internal/wire"
@@ -325,4 +326,52 @@ func TestCrossNodePeerMoves(t *testing.T) {
 	if got := n1.tunnel(tn.ID); got.Destination.Node != "n3" || !got.Destination.Connected {
 		t.Fatalf("store: destination on %q connected %v", got.Destination.Node, got.Destination.Connected)
 	}
+}
+
+// A reader waiting for credit toward a node that dies is let go: the
+// source's streams are reset, and a new destination elsewhere gets its
+// frames.
+func TestCrossNodeCreditWaiterFreedWhenNodeDies(t *testing.T) {
+	envs := newNodeEnvs(t, 2, Config{})
+	dumpLogs(t, envs)
+	n1, n2 := envs[0], envs[1]
+	tn, tok := n1.newTunnel("HTTP")
+	stuck := n1.mustDial(dialOpts{mode: tunnel.ModeDestination, token: tok.Destination, clientToken: testClientToken, noRead: true, smallBuffers: true})
+	src := n2.mustDial(dialOpts{mode: tunnel.ModeSource, token: tok.Source})
+	src.expect(serviceIDs("HTTP"))
+	src.send(streamStart("HTTP", 1, 1))
+	// Fill every buffer toward the stuck destination, until n2's reader of
+	// the source waits for credit.
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for i := 0; i < 200; i++ {
+			src.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if err := src.conn.WriteMessage(websocket.BinaryMessage, data("HTTP", 1, 1, pattern(i, wire.MaxPayload))); err != nil {
+				return
+			}
+		}
+	}()
+	eventually(t, "n2's window toward n1 to run dry", func() bool {
+		ts := n2.relay.lookup(tn.ID)
+		if ts == nil {
+			return false
+		}
+		_, w := ts.remotePeer(destinationSide)
+		if w == nil {
+			return false
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.avail < framepool.LargeSize
+	})
+	n1.relay.nodes.(*testNodes).links.Close() // n1 is gone
+	src.expect(streamReset("HTTP", 1))
+	<-wrote // the rest went nowhere
+	src.conn.SetWriteDeadline(time.Time{})
+	dst := n2.mustDial(dialOpts{mode: tunnel.ModeDestination, token: tok.Destination, clientToken: testClientToken})
+	dst.expect(serviceIDs("HTTP"))
+	src.send(streamStart("HTTP", 2, 1))
+	dst.expect(streamStart("HTTP", 2, 1))
+	_ = stuck
 }
