@@ -163,8 +163,9 @@ func haproxyBinary(t *testing.T) string {
 // haproxyConfig is HAProxy as an operator would put it in front of the
 // nodes: TCP mode (TLS passes through to the nodes), round robin, a health
 // check of each node's /readyz every 500 ms that takes a node out after
-// two failures, and a connection refused by a dead node retried on
-// another at once.
+// three failures (a dead node's refused connections fail at once; a slow
+// answer has 3 s: /readyz asks the store, slow on a loaded machine), and
+// a connection refused by a dead node retried on another at once.
 const haproxyConfig = `global
 	stats socket %s level admin
 	maxconn 4000
@@ -174,7 +175,7 @@ defaults
 	timeout connect 1s
 	timeout client 10m
 	timeout server 10m
-	timeout check 1s
+	timeout check 3s
 	retries 2
 	option redispatch 1
 
@@ -196,7 +197,7 @@ func (c *cluster) startHAProxy(t *testing.T) {
 	fmt.Fprintf(&cfg, haproxyConfig, c.stats, addr)
 	for _, n := range c.nodes {
 		_, mport, _ := net.SplitHostPort(n.metrics)
-		fmt.Fprintf(&cfg, "\tserver %s %s check port %s inter 500ms fall 2 rise 1\n", n.id, n.addr, mport)
+		fmt.Fprintf(&cfg, "\tserver %s %s check port %s inter 500ms fall 3 rise 1\n", n.id, n.addr, mport)
 	}
 	path := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
