@@ -189,7 +189,7 @@ func TestClusterFiftyTunnels(t *testing.T) {
 		return lastErr[i]
 	})
 	if slices.Contains(recovered, 0) {
-		// Where each side is now, to tell the lead which moves fail.
+		// Where each side is now: which moves of a side fail.
 		after := c.holders(t)
 		var failed []string
 		for i, d := range recovered {
