@@ -137,6 +137,7 @@ type service struct {
 	dir, addr string
 	env       []string
 	args      []string // `warren serve` flags, kept over restarts
+	name      string   // the process's name in the test log; "warren serve" if empty
 	p         *proc
 }
 
@@ -147,24 +148,34 @@ func startService(t *testing.T, flags ...string) *service {
 	t.Helper()
 	s := &service{dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		args: append([]string{"--default-account-bandwidth", "0"}, flags...)}
-	s.env = []string{
-		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(s.dir, "credentials"),
-		"AWS_CONFIG_FILE=" + filepath.Join(s.dir, "no-config"),
-		"AWS_CA_BUNDLE=" + filepath.Join(s.dir, "ca.pem"),
-		"AWS_ENDPOINT_URL=https://" + s.addr,
+	s.env = clientEnv(s.dir, s.addr)
+	s.start(t)
+	return s
+}
+
+// clientEnv is the environment of the AWS clients and admin commands of
+// the service at addr whose data directory (credentials, ca.pem) is dir.
+func clientEnv(dir, addr string) []string {
+	return []string{
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(dir, "credentials"),
+		"AWS_CONFIG_FILE=" + filepath.Join(dir, "no-config"),
+		"AWS_CA_BUNDLE=" + filepath.Join(dir, "ca.pem"),
+		"AWS_ENDPOINT_URL=https://" + addr,
 		"AWS_REGION=us-east-1",
 		"AWS_DEFAULT_REGION=us-east-1", // botocore (AWS CLI v1, boto3) reads this one
 		"AWS_EC2_METADATA_DISABLED=true",
 		"AWS_PAGER=",
 	}
-	s.start(t)
-	return s
 }
 
 func (s *service) start(t *testing.T) {
 	t.Helper()
 	args := append([]string{"serve", "--listen", s.addr, "--data-dir", s.dir, "--log-level", "debug"}, s.args...)
-	s.p = start(t, "warren serve", nil, bin.warren, args...)
+	name := s.name
+	if name == "" {
+		name = "warren serve"
+	}
+	s.p = start(t, name, nil, bin.warren, args...)
 	waitFor(t, 20*time.Second, "warren serve to listen", func() bool {
 		c, err := net.DialTimeout("tcp", s.addr, time.Second)
 		if err != nil {
