@@ -110,6 +110,16 @@ const (
 // ErrClosed is returned once Links is closed.
 var ErrClosed = errors.New("nodelink: closed")
 
+// A dial that loses to the other node's: its link comes up instead.
+var (
+	errRefused = errors.New("the node has a link to this one already, or is dialing it")
+	errLost    = errors.New("the other node's dial won")
+)
+
+// linkWait bounds how long a sender waits for the other node's dial after
+// its own lost.
+const linkWait = 5 * time.Second
+
 // Links is this node's links to the other nodes. Close ends them.
 type Links struct {
 	cfg Config
@@ -254,25 +264,15 @@ func (l *Links) fail(ln *link, err error) {
 }
 
 // get returns the link to node, dialing it if there is none, and waits
-// until it is up.
+// until it is up. When its dial loses to the other node's, it waits (at
+// most linkWait) for that one.
 func (l *Links) get(ctx context.Context, node string) (*link, error) {
-	for attempt := 0; ; attempt++ {
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			return nil, ErrClosed
+	start := time.Now()
+	for {
+		ln, err := l.connect(node)
+		if err != nil {
+			return nil, err
 		}
-		ln := l.links[node]
-		if ln == nil {
-			ln = l.newLink(node, true)
-			l.links[node] = ln
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
-				l.dial(ln)
-			}()
-		}
-		l.mu.Unlock()
 		select {
 		case <-ln.up:
 		case <-ctx.Done():
@@ -281,17 +281,40 @@ func (l *Links) get(ctx context.Context, node string) (*link, error) {
 		if ln.err == nil {
 			return ln, nil
 		}
-		if attempt >= 2 {
+		if !errors.Is(ln.err, errRefused) && !errors.Is(ln.err, errLost) || time.Since(start) > linkWait {
 			return nil, fmt.Errorf("link to node %s: %w", node, ln.err)
 		}
-		// Our dial lost to the other node's: its link is there now, or
-		// soon.
 		select {
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// Connect starts dialing node, unless a link to it is up or being made,
+// without waiting: nodes link up before a tunnel needs it.
+func (l *Links) Connect(node string) { l.connect(node) }
+
+// connect returns the link to node, up or on its way, starting a dial if
+// there is none.
+func (l *Links) connect(node string) (*link, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	ln := l.links[node]
+	if ln == nil {
+		ln = l.newLink(node, true)
+		l.links[node] = ln
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.dial(ln)
+		}()
+	}
+	return ln, nil
 }
 
 // dial connects to node and runs the link if the node says yes.
@@ -321,7 +344,7 @@ func (l *Links) dial(ln *link) {
 	if _, err := io.ReadFull(c, answer[:]); err != nil || answer[0] != 1 {
 		c.Close()
 		if err == nil {
-			err = errors.New("the node has a link to this one already")
+			err = errRefused
 		}
 		l.fail(ln, err)
 		return
@@ -334,7 +357,7 @@ func (l *Links) dial(ln *link) {
 		// The other node's dial was accepted meanwhile (it has the smaller
 		// id); it will see this connection end unused.
 		c.Close()
-		l.fail(ln, errors.New("the other node's dial won"))
+		l.fail(ln, errLost)
 		return
 	}
 	l.run(ln, c)

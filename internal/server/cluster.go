@@ -204,6 +204,13 @@ func (c *cluster) refresh(ctx context.Context) {
 			c.links.Drop(id)
 		}
 	}
+	// The node with the smaller id links up with each other node ahead of
+	// need (the other way round, the two dials would race).
+	for id := range live {
+		if c.cfg.ID < id {
+			c.links.Connect(id)
+		}
+	}
 }
 
 // resolve is a node's link address.
