@@ -288,6 +288,13 @@ func (r *Relay) deliver(from string, sd side, m *nodelink.Message) {
 			p = nil
 		}
 	}
+	if p == nil && ts != nil && ts.beingAdmitted(sd) {
+		// The peer is in the store and not registered yet: the frame is
+		// lost, as it would be a moment earlier, but the sender is right.
+		r.dropped(len(f.B))
+		f.Free()
+		return
+	}
 	if p == nil {
 		r.log.Debug("relay: frame from a node for a peer not here", "tunnel", m.Tunnel, "node", from, "mode", string(sd.mode()))
 		r.dropped(len(f.B))
@@ -316,7 +323,7 @@ func (r *Relay) deliver(from string, sd side, m *nodelink.Message) {
 // side here, from is told so.
 func (r *Relay) remoteAttached(from, id string, sd side) {
 	ts := r.lookup(id)
-	if ts == nil || ts.peer(sd.other()) == nil {
+	if ts == nil || ts.peer(sd.other()) == nil && !ts.beingAdmitted(sd.other()) {
 		r.log.Debug("relay: a node attached a peer to a side this node does not hold", "tunnel", id, "node", from, "mode", string(sd.mode()))
 		r.nodes.SendNoWait(from, &nodelink.Message{Kind: nodelink.KindDetach, Side: uint8(sd.other()), Tunnel: id})
 		return

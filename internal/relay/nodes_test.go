@@ -375,3 +375,56 @@ func TestCrossNodeCreditWaiterFreedWhenNodeDies(t *testing.T) {
 	dst.expect(streamStart("HTTP", 2, 1))
 	_ = stuck
 }
+
+// recordingNodes is a Nodes that keeps what the relay sends.
+type recordingNodes struct {
+	mu   sync.Mutex
+	sent []nodelink.Message
+}
+
+func (n *recordingNodes) Self() string { return "here" }
+func (n *recordingNodes) Send(_ context.Context, _ string, m *nodelink.Message, _ uint64, _ bool) error {
+	n.SendNoWait("", m)
+	return nil
+}
+func (n *recordingNodes) SendNoWait(_ string, m *nodelink.Message) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.sent = append(n.sent, nodelink.Message{Kind: m.Kind, Side: m.Side, Tunnel: m.Tunnel})
+	return true
+}
+func (n *recordingNodes) Others() []string { return nil }
+
+// Another node that read the store may announce its peer while this
+// node's peer of the other side is admitted but not yet registered: the
+// announcement is kept, not refused (the pairing would be lost). With no
+// such handshake it is refused with DETACH.
+func TestAttachDuringAdmission(t *testing.T) {
+	nodes := &recordingNodes{}
+	e := newEnv(t, Config{Nodes: nodes})
+	ts := e.relay.acquire("t1")
+	defer e.relay.release(ts)
+
+	ts.mu.Lock()
+	ts.pending[sourceSide]++
+	ts.mu.Unlock()
+	e.relay.Receive("other", &nodelink.Message{Kind: nodelink.KindAttach, Side: uint8(destinationSide), Tunnel: "t1"})
+	if node, _ := ts.remotePeer(destinationSide); node != "other" {
+		t.Fatalf("an attach during the source's admission was not kept: remote %q", node)
+	}
+	ts.mu.Lock()
+	ts.pending[sourceSide]--
+	ts.mu.Unlock()
+	nodes.mu.Lock()
+	if len(nodes.sent) != 0 {
+		t.Fatalf("sent %+v", nodes.sent)
+	}
+	nodes.mu.Unlock()
+
+	e.relay.Receive("third", &nodelink.Message{Kind: nodelink.KindAttach, Side: uint8(destinationSide), Tunnel: "t2"})
+	nodes.mu.Lock()
+	defer nodes.mu.Unlock()
+	if len(nodes.sent) != 1 || nodes.sent[0].Kind != nodelink.KindDetach || nodes.sent[0].Side != uint8(sourceSide) {
+		t.Fatalf("an attach to a tunnel with no peer here was answered with %+v", nodes.sent)
+	}
+}

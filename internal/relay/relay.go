@@ -270,6 +270,16 @@ func (r *Relay) admit(w http.ResponseWriter, req *http.Request, ts *tunnelState,
 	sd := sideOf(h.mode)
 	ts.admitting[sd].Lock()
 	defer ts.admitting[sd].Unlock()
+	// Until the peer is registered, another node told of it (it reads the
+	// store) finds it being admitted.
+	ts.mu.Lock()
+	ts.pending[sd]++
+	ts.mu.Unlock()
+	defer func() {
+		ts.mu.Lock()
+		ts.pending[sd]--
+		ts.mu.Unlock()
+	}()
 
 	now := r.now()
 	hash := tunnel.HashToken(h.token)

@@ -65,10 +65,19 @@ type tunnelState struct {
 	mu       sync.Mutex
 	peers    [2]*peer
 	remote   [2]remoteSide  // sides whose peer another node holds (nodes.go)
+	pending  [2]int         // handshakes of each side being admitted
 	services []serviceState // at most one per service
 	live     int            // connections in services' conns
 	closed   bool           // tunnel closed (or expired): a new peer gets a close frame
 	dropped  bool           // relay shutting down: a new peer is dropped
+}
+
+// beingAdmitted reports whether a handshake of side sd is being admitted
+// (its peer may be in the store and not registered yet).
+func (ts *tunnelState) beingAdmitted(sd side) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.pending[sd] > 0
 }
 
 func (ts *tunnelState) peer(sd side) *peer {
