@@ -48,22 +48,6 @@ type cluster struct {
 	lb      *service
 	haproxy *proc
 	stats   string // HAProxy's stats socket
-	// linked says the nodes run in cluster mode (--node-listen), where a
-	// tunnel's peers may be on different nodes.
-	linked bool
-}
-
-// clusterModeBuilt reports whether `warren serve` has --node-listen.
-// Before it had, nodes on one store shared the API but a tunnel's two
-// peers met only on one node; the harness then serves node 1's
-// certificate on every node.
-func clusterModeBuilt(t *testing.T) bool {
-	t.Helper()
-	out, _ := exec.Command(bin.warren, "serve", "-h").CombinedOutput()
-	if !strings.Contains(string(out), "-listen") {
-		t.Fatalf("warren serve -h does not list its flags:\n%s", out)
-	}
-	return strings.Contains(string(out), "-node-listen")
 }
 
 // startCluster starts the nodes one after the other (node 1 creates the
@@ -73,38 +57,28 @@ func startCluster(t *testing.T) *cluster {
 	t.Helper()
 	began := time.Now()
 	store := storetest.PostgresDatabase(t)
-	c := &cluster{linked: clusterModeBuilt(t)}
-	if !c.linked {
-		t.Log("warren serve has no --node-listen: the nodes share only the store")
-	}
+	c := &cluster{}
 	for i := range clusterSize {
 		n := &clusterNode{id: fmt.Sprintf("n%d", i+1), metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 		// No API rate limit: the tests open tunnels fast, and they are about
 		// the data path.
 		flags := []string{"--default-account-bandwidth", "0", "--api-rate", "0", "--store", store,
-			"--metrics-listen", n.metrics, "--log-format", "json"}
-		if c.linked {
-			flags = append(flags, "--node-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--node-id", n.id)
-		} else if i > 0 {
-			n1 := c.nodes[0].dir
-			flags = append(flags, "--tls-cert", filepath.Join(n1, "server.pem"), "--tls-key", filepath.Join(n1, "server-key.pem"))
-		}
+			"--metrics-listen", n.metrics, "--log-format", "json",
+			"--node-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--node-id", n.id}
 		n.service = &service{dir: t.TempDir(), addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), args: flags, name: "warren serve " + n.id}
 		n.env = clientEnv(n.dir, n.addr)
 		n.start(t)
 		n.waitReady(t)
 		c.nodes = append(c.nodes, n)
 	}
-	if c.linked {
-		// The HTTPS CA comes from the store: every node's ca.pem is the same.
-		ca, err := os.ReadFile(filepath.Join(c.nodes[0].dir, "ca.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range c.nodes[1:] {
-			if other, err := os.ReadFile(filepath.Join(n.dir, "ca.pem")); err != nil || !bytes.Equal(other, ca) {
-				t.Fatalf("%s's ca.pem differs from n1's (%v)", n.id, err)
-			}
+	// The HTTPS CA comes from the store: every node's ca.pem is the same.
+	ca, err := os.ReadFile(filepath.Join(c.nodes[0].dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes[1:] {
+		if other, err := os.ReadFile(filepath.Join(n.dir, "ca.pem")); err != nil || !bytes.Equal(other, ca) {
+			t.Fatalf("%s's ca.pem differs from n1's (%v)", n.id, err)
 		}
 	}
 	c.startHAProxy(t)
