@@ -78,6 +78,9 @@ type Handler interface {
 	// Receive is called in the link's reader goroutine, in the order the
 	// messages were sent; it must not block.
 	Receive(from string, m *Message)
+	// LinkUp is called when a link to node is up, before any message
+	// from it is received.
+	LinkUp(node string)
 	// LinkDown is called once a link to node has ended, after every
 	// message it brought was received.
 	LinkDown(node string)
@@ -414,6 +417,7 @@ func (l *Links) run(ln *link, c net.Conn) {
 			}
 		}
 	}()
+	l.cfg.Handler.LinkUp(ln.node)
 	err := l.readLoop(ln)
 	close(stop)
 	ln.q.Close()

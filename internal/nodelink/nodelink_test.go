@@ -37,6 +37,8 @@ func (r *recorder) Receive(from string, m *Message) {
 	r.got <- struct{}{}
 }
 
+func (r *recorder) LinkUp(string) {}
+
 func (r *recorder) LinkDown(node string) {
 	r.mu.Lock()
 	r.downs = append(r.downs, node)

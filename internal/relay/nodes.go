@@ -53,6 +53,10 @@ const attachTimeout = 5 * time.Second
 type remoteSide struct {
 	node string
 	win  *window // what may still be sent toward it
+	// lost: the link to node went down (or could not be made). Frames
+	// toward the side are dropped; if the link comes back, this node
+	// attaches its peer again.
+	lost bool
 }
 
 // window is credit in bytes; take waits for it. It ends when the side
@@ -69,6 +73,13 @@ type window struct {
 var errWindowEnded = errors.New("the other side left its node")
 
 func newWindow() *window { return &window{avail: remoteWindow, wake: make(chan struct{}, 1)} }
+
+// endedWindow is the window toward a lost side: nothing may be sent.
+func endedWindow() *window {
+	w := newWindow()
+	w.ended = true
+	return w
+}
 
 func (w *window) take(ctx context.Context, n int) error {
 	for {
@@ -126,6 +137,14 @@ func (ts *tunnelState) remotePeer(sd side) (string, *window) {
 	return ts.remote[sd].node, ts.remote[sd].win
 }
 
+// remoteLost reports whether side sd's remote peer is behind a link that
+// went down.
+func (ts *tunnelState) remoteLost(sd side) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.remote[sd].lost
+}
+
 // setRemote records that node holds side sd's peer, with a full window.
 func (ts *tunnelState) setRemote(sd side, node string) {
 	ts.mu.Lock()
@@ -170,7 +189,7 @@ func (p *peer) forwardRemote(node string, win *window, f *framepool.Buf, m *wire
 		// The other node is unreachable: its peer is gone for us.
 		p.log.Warn("relay: link to the other peer's node failed", "node", node, "err", err)
 		p.r.dropped(len(f.B))
-		p.r.remoteDetached(p.ts, p.side.other(), node)
+		p.r.remoteGone(p.ts, p.side.other(), node, true)
 		return nil
 	}
 	p.r.stats.forwarded(p.side, len(f.B))
@@ -191,7 +210,7 @@ func (p *peer) attachRemote(node string) {
 	msg := nodelink.Message{Kind: nodelink.KindAttach, Side: uint8(p.side), Tunnel: p.ts.id}
 	if err := p.r.nodes.Send(ctx, node, &msg, 0, false); err != nil {
 		p.log.Warn("relay: the other peer's node is unreachable", "node", node, "err", err)
-		p.r.remoteDetached(p.ts, other, node)
+		p.r.remoteGone(p.ts, other, node, true)
 	}
 }
 
@@ -251,7 +270,7 @@ func (r *Relay) Receive(from string, m *nodelink.Message) {
 		r.remoteAttached(from, m.Tunnel, sd)
 	case nodelink.KindDetach:
 		if ts := r.lookup(m.Tunnel); ts != nil {
-			r.remoteDetached(ts, sd, from)
+			r.remoteGone(ts, sd, from, false)
 		}
 	case nodelink.KindCredit:
 		if ts := r.lookup(m.Tunnel); ts != nil {
@@ -340,19 +359,24 @@ func (r *Relay) remoteAttached(from, id string, sd side) {
 	ts.setRemote(sd, from)
 }
 
-// remoteDetached ends side sd's remote peer, if node still holds it: this
-// node's peer of the other side has its streams reset.
-func (r *Relay) remoteDetached(ts *tunnelState, sd side, node string) {
+// remoteGone ends side sd's remote peer, if node still holds it: this
+// node's peer of the other side has its streams reset. lost: the link to
+// node went down, not the peer; the side is remembered (lost), to attach
+// again if the link comes back (LinkUp).
+func (r *Relay) remoteGone(ts *tunnelState, sd side, node string, lost bool) {
 	ts.mu.Lock()
-	if ts.remote[sd].node != node {
+	if ts.remote[sd].node != node || lost && ts.remote[sd].lost {
 		ts.mu.Unlock()
 		return
 	}
 	ts.endRemote(sd)
+	if lost {
+		ts.remote[sd] = remoteSide{node: node, win: endedWindow(), lost: true}
+	}
 	streams := ts.takeStreams()
 	local := ts.peers[sd.other()]
 	ts.mu.Unlock()
-	r.log.Debug("relay: the other side's peer left its node", "tunnel", ts.id, "node", node, "mode", string(sd.mode()), "streams", len(streams))
+	r.log.Debug("relay: the other side's peer left its node", "tunnel", ts.id, "node", node, "mode", string(sd.mode()), "streams", len(streams), "link_lost", lost)
 	if local == nil {
 		return
 	}
@@ -364,19 +388,64 @@ func (r *Relay) remoteDetached(ts *tunnelState, sd side, node string) {
 	}
 }
 
-// LinkDown ends every remote peer the node held (nodelink.Handler).
+// LinkDown ends every remote peer the node held, remembering them as lost
+// (nodelink.Handler).
 func (r *Relay) LinkDown(node string) {
+	for _, ts := range r.states() {
+		for _, sd := range []side{sourceSide, destinationSide} {
+			r.remoteGone(ts, sd, node, true)
+		}
+	}
+}
+
+// LinkUp attaches again, over a link that came back, this node's peers
+// whose other side was on node when the link went down; node does the same
+// with its own, and answers DETACH where it no longer holds the other side
+// (nodelink.Handler).
+func (r *Relay) LinkUp(node string) {
+	for _, ts := range r.states() {
+		for _, sd := range []side{sourceSide, destinationSide} {
+			ts.mu.Lock()
+			again := ts.remote[sd].node == node && ts.remote[sd].lost && ts.peers[sd.other()] != nil
+			if again {
+				ts.endRemote(sd)
+				ts.remote[sd] = remoteSide{node: node, win: newWindow()}
+			}
+			ts.mu.Unlock()
+			if again {
+				r.log.Debug("relay: attaching a peer again over a link that came back", "tunnel", ts.id, "node", node)
+				r.nodes.SendNoWait(node, &nodelink.Message{Kind: nodelink.KindAttach, Side: uint8(sd.other()), Tunnel: ts.id})
+			}
+		}
+	}
+}
+
+// Reconnect drops every peer without a close frame, so that the local
+// proxies connect again (through the balancer, to any node) and are
+// admitted afresh. A cluster node does so when the other nodes took it
+// for dead and recorded its peers as gone.
+func (r *Relay) Reconnect(reason string) {
+	for _, ts := range r.states() {
+		ts.mu.Lock()
+		peers := ts.peers
+		ts.mu.Unlock()
+		for _, p := range peers {
+			if p != nil {
+				p.stop(0, reason)
+			}
+		}
+	}
+}
+
+// states is every tunnel state the relay holds.
+func (r *Relay) states() []*tunnelState {
 	r.mu.Lock()
-	var states []*tunnelState
+	defer r.mu.Unlock()
+	states := make([]*tunnelState, 0, len(r.tunnels))
 	for _, ts := range r.tunnels {
 		states = append(states, ts)
 	}
-	r.mu.Unlock()
-	for _, ts := range states {
-		for _, sd := range []side{sourceSide, destinationSide} {
-			r.remoteDetached(ts, sd, node)
-		}
-	}
+	return states
 }
 
 // broadcast sends m to every other node, at once, waiting for all (each

@@ -428,3 +428,44 @@ func TestAttachDuringAdmission(t *testing.T) {
 		t.Fatalf("an attach to a tunnel with no peer here was answered with %+v", nodes.sent)
 	}
 }
+
+// A link that goes down between two live nodes resets the streams of the
+// tunnels across it; when it comes back, the nodes attach their peers
+// again and the tunnels carry new connections, without the local proxies
+// reconnecting.
+func TestCrossNodeLinkComesBack(t *testing.T) {
+	envs := newNodeEnvs(t, 2, Config{})
+	dumpLogs(t, envs)
+	n1, n2 := envs[0], envs[1]
+	tn, tok := n1.newTunnel("HTTP")
+	src, dst := crossPair(n1, n2, tn, tok)
+	src.send(streamStart("HTTP", 1, 1))
+	dst.expect(streamStart("HTTP", 1, 1))
+	l1 := n1.relay.nodes.(*testNodes).links
+	l1.Drop("n2")
+	src.expect(streamReset("HTTP", 1))
+	dst.expect(streamReset("HTTP", 1))
+	eventually(t, "the link to come back", func() bool {
+		l1.Connect("n2")
+		return l1.Up("n2") && n2.relay.nodes.(*testNodes).links.Up("n1")
+	})
+	eventually(t, "both nodes to attach again", func() bool {
+		a, _ := n1.relay.lookup(tn.ID).remotePeer(sourceSide)
+		b, _ := n2.relay.lookup(tn.ID).remotePeer(destinationSide)
+		return a == "n2" && b == "n1" && !n1.relay.lookup(tn.ID).remoteLost(sourceSide) && !n2.relay.lookup(tn.ID).remoteLost(destinationSide)
+	})
+	src.send(streamStart("HTTP", 2, 1), data("HTTP", 2, 1, []byte("again")))
+	dst.expect(streamStart("HTTP", 2, 1), data("HTTP", 2, 1, []byte("again")))
+	dst.send(data("HTTP", 2, 1, []byte("back")))
+	src.expect(data("HTTP", 2, 1, []byte("back")))
+}
+
+// Reconnect drops every peer without a close frame.
+func TestReconnectDropsPeers(t *testing.T) {
+	e := newEnv(t, Config{})
+	tn, tok := e.newTunnel("HTTP")
+	src, dst := e.pair(tn, tok)
+	e.relay.Reconnect("test")
+	src.expectDrop()
+	dst.expectDrop()
+}

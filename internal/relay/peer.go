@@ -171,7 +171,7 @@ func (p *peer) end(err error) {
 		for _, s := range streams {
 			p.r.relayFrame(other, streamResetFrame(s))
 		}
-	} else if node, _ := p.ts.remotePeer(p.side.other()); node != "" {
+	} else if node, _ := p.ts.remotePeer(p.side.other()); node != "" && !p.ts.remoteLost(p.side.other()) {
 		p.detachRemote(node)
 	}
 	close(p.detached)

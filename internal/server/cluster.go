@@ -36,7 +36,7 @@ type Cluster struct {
 // it first removes it and records its peers as disconnected.
 const (
 	heartbeatEvery = time.Second
-	deadAfter      = 5 * time.Second
+	deadAfter      = 10 * time.Second
 )
 
 // Names of the shared secrets a cluster's nodes keep in the store.
@@ -54,6 +54,7 @@ type cluster struct {
 	log   *slog.Logger
 	links *nodelink.Links
 	ln    net.Listener
+	relay relayNode
 
 	mu    sync.Mutex
 	nodes map[string]string // the live nodes' link addresses, this one's included
@@ -75,8 +76,16 @@ func newCluster(ctx context.Context, cfg Cluster, st *store.Store, log *slog.Log
 	return &cluster{cfg: cfg, store: st, log: log, nodes: map[string]string{}}, nil
 }
 
+// relayNode is what the cluster needs of the relay: it takes what links
+// bring, and drops its peers when the other nodes took this one for dead.
+type relayNode interface {
+	nodelink.Handler
+	Reconnect(reason string)
+}
+
 // start listens for links, registers the node and starts its heartbeat.
-func (c *cluster) start(ctx context.Context, h nodelink.Handler) error {
+func (c *cluster) start(ctx context.Context, h relayNode) error {
+	c.relay = h
 	bundle, err := c.store.SecretOrMake(ctx, linkCASecret, nodelink.NewCA)
 	if err != nil {
 		return fmt.Errorf("cluster CA: %w", err)
@@ -166,8 +175,13 @@ func (c *cluster) beat(ctx context.Context) {
 		// for longer than deadAfter) and recorded its peers as
 		// disconnected; they are still here, but reconnect at their next
 		// drop. Register again.
-		c.log.Warn("cluster: this node was taken for dead; registering again", "node", c.cfg.ID)
+		// The others recorded this node's peers as gone and let go of
+		// their sides: the peers connect again and are admitted afresh.
+		c.log.Warn("cluster: this node was taken for dead; registering again and dropping its peers, which reconnect", "node", c.cfg.ID)
 		err = c.store.RegisterNode(ctx, store.Node{ID: c.cfg.ID, Address: c.cfg.Address, StartedAt: now, HeartbeatAt: now})
+		if err == nil {
+			c.relay.Reconnect("this node was taken for dead")
+		}
 	}
 	if err != nil {
 		c.log.Error("cluster: heartbeat", "err", err)
