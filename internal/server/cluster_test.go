@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warrentunnel/warren/internal/nodelink"
 	"github.com/warrentunnel/warren/internal/store/storetest"
 )
 
@@ -105,5 +106,48 @@ func TestClusterNeedsPostgres(t *testing.T) {
 	_, err := Open(context.Background(), Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Cluster: Cluster{Listen: "127.0.0.1:0"}})
 	if err == nil || !strings.Contains(err.Error(), "PostgreSQL") {
 		t.Fatalf("--node-listen without PostgreSQL: %v", err)
+	}
+}
+
+// fakeRelay records Reconnect.
+type fakeRelay struct {
+	nodelink.Handler
+	reconnects []string
+}
+
+func (f *fakeRelay) Reconnect(reason string) { f.reconnects = append(f.reconnects, reason) }
+
+// A node that finds itself taken for dead (its row removed by another
+// node, which released its peers in the store) registers again and drops
+// its peers, so that they are admitted afresh.
+func TestClusterNodeTakenForDeadDropsItsPeers(t *testing.T) {
+	ctx := context.Background()
+	url := storetest.PostgresDatabase(t)
+	s, err := Open(ctx, Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Store: url,
+		Cluster: Cluster{Listen: "127.0.0.1:0", ID: "n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(ctx)
+	c := s.cluster
+	c.stopBeating()
+	fake := &fakeRelay{}
+	c.relay = fake
+	c.beat(ctx)
+	if len(fake.reconnects) != 0 {
+		t.Fatalf("a live node dropped its peers: %v", fake.reconnects)
+	}
+	if err := s.store.RemoveNode(ctx, "n1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c.beat(ctx)
+	if len(fake.reconnects) != 1 {
+		t.Fatalf("a node taken for dead did not drop its peers: %v", fake.reconnects)
+	}
+	if n, err := s.store.Node(ctx, "n1"); err != nil || n.Address != c.cfg.Address {
+		t.Fatalf("not registered again: %+v, %v", n, err)
 	}
 }
