@@ -5,7 +5,10 @@
 // bookkeeping (to reset a peer's streams when the other end goes away). It
 // does not own tunnels: it reads and updates them through Store, the token
 // rules are tunnel.Admit's, and tunnels whose lifetime ends are closed by
-// the expiry sweeper, which disconnects their peers with CloseTunnel.
+// the expiry sweeper, which disconnects their peers with CloseTunnel. In a
+// cluster (Config.Nodes) a tunnel's other peer may be on another node: the
+// relay then exchanges the tunnel's frames with that node's relay over
+// their node link (nodes.go).
 package relay
 
 import (

@@ -1,8 +1,11 @@
 // Package server assembles `warren serve`: the data directory (store, TLS
 // material, admin credentials, and the check of their permissions), the
 // management API and the relay behind one HTTPS listener with its limits, the
-// health checks, the optional metrics listener, and their orderly shutdown.
-// It owns the wiring, not the rules: those live in api, relay and tunnel.
+// health checks, the optional metrics listener, and their orderly shutdown;
+// and, for a node of several on one PostgreSQL store (cluster.go), its
+// registration and heartbeat, its links to the other nodes and the
+// configuration they share through the store. It owns the wiring, not the
+// rules: those live in api, relay and tunnel.
 package server
 
 import (
