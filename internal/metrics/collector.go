@@ -24,6 +24,7 @@ type collector struct {
 	frames, bytes, refused, handshakes, dropped *prometheus.Desc
 	disconnects                                 *prometheus.Desc
 	limit, paced, pacedFor, acctBytes           *prometheus.Desc
+	links, linkBytes                            *prometheus.Desc
 }
 
 func newCollector(cfg Config) *collector {
@@ -42,13 +43,15 @@ func newCollector(cfg Config) *collector {
 		limit:       d("warren_bandwidth_limit_bytes_per_second", "The bandwidth limit in force for an account with live peers (0: unlimited), in each direction.", []string{"account"}, nil),
 		acctBytes:   d("warren_bandwidth_bytes_total", "Tunnel DATA bytes of an account through its pacer, by direction, since its first live peer.", []string{"account", "direction"}, nil),
 		paced:       d("warren_bandwidth_pacing_waits_total", "Frames of an account that waited for its bandwidth limit, by direction.", []string{"account", "direction"}, nil),
+		links:       d("warren_node_links", "Links up to the other nodes of the cluster.", nil, nil),
+		linkBytes:   d("warren_node_link_bytes_total", "Bytes of messages over the link to another node (tunnel frames, credit, pings), by node and direction (sent, received), since the link came up.", []string{"node", "direction"}, nil),
 		pacedFor:    d("warren_bandwidth_pacing_wait_seconds_total", "Time frames of an account waited for its bandwidth limit, by direction.", []string{"account", "direction"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.tunnels, c.peers, c.connections, c.frames, c.bytes, c.refused, c.dropped,
-		c.handshakes, c.disconnects, c.limit, c.acctBytes, c.paced, c.pacedFor} {
+		c.handshakes, c.disconnects, c.limit, c.acctBytes, c.paced, c.pacedFor, c.links, c.linkBytes} {
 		ch <- d
 	}
 }
@@ -62,6 +65,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.cfg.Bandwidth != nil {
 		c.collectBandwidth(ch)
+	}
+	if c.cfg.Links != nil {
+		links := c.cfg.Links.Stats()
+		ch <- prometheus.MustNewConstMetric(c.links, prometheus.GaugeValue, float64(len(links)))
+		for _, l := range links {
+			ch <- prometheus.MustNewConstMetric(c.linkBytes, prometheus.CounterValue, float64(l.Sent), l.Node, "sent")
+			ch <- prometheus.MustNewConstMetric(c.linkBytes, prometheus.CounterValue, float64(l.Received), l.Node, "received")
+		}
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/warrentunnel/warren/internal/bandwidth"
+	"github.com/warrentunnel/warren/internal/nodelink"
 	"github.com/warrentunnel/warren/internal/relay"
 )
 
@@ -39,6 +40,12 @@ type Bandwidth interface {
 	Stats() []bandwidth.AccountStats
 }
 
+// Links are a cluster node's links to the other nodes as the metrics read
+// them; *nodelink.Links satisfies it.
+type Links interface {
+	Stats() []nodelink.LinkStats
+}
+
 // Store counts tunnels; *store.Store satisfies it.
 type Store interface {
 	TunnelCounts(ctx context.Context, at time.Time) (open, closed int, err error)
@@ -49,6 +56,7 @@ type Config struct {
 	Relay     Relay
 	Bandwidth Bandwidth
 	Store     Store
+	Links     Links        // nil for a server on its own
 	Logger    *slog.Logger // scrape errors; nil discards
 }
 

@@ -30,7 +30,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warrentunnel/warren/internal/fairq"
@@ -157,6 +160,8 @@ type link struct {
 	conn   net.Conn
 	q      *fairq.Queue
 	done   chan struct{} // closed once the link is down
+
+	sent, received atomic.Uint64 // bytes of messages, for Stats
 }
 
 func (ln *link) isUp() bool {
@@ -447,6 +452,7 @@ func (l *Links) writeLoop(ln *link) {
 			if _, err = w.Write(b.B); err != nil {
 				break
 			}
+			ln.sent.Add(uint64(len(b.B)))
 		}
 		if err == nil {
 			err = w.Flush()
@@ -492,6 +498,11 @@ func (l *Links) readLoop(ln *link) error {
 		default:
 			return fmt.Errorf("message kind %d", m.Kind)
 		}
+		size := 3 + n + 8
+		if m.Frame != nil {
+			size += len(m.Frame.B)
+		}
+		ln.received.Add(uint64(size))
 		l.cfg.Handler.Receive(ln.node, &m)
 	}
 }
@@ -562,6 +573,26 @@ func (l *Links) SendNoWait(node string, m *Message) bool {
 		return false
 	}
 	return true
+}
+
+// LinkStats is what a link to one node carried.
+type LinkStats struct {
+	Node           string
+	Sent, Received uint64 // bytes of messages, pings included
+}
+
+// Stats lists the links that are up, by node.
+func (l *Links) Stats() []LinkStats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]LinkStats, 0, len(l.links))
+	for node, ln := range l.links {
+		if ln.isUp() {
+			out = append(out, LinkStats{Node: node, Sent: ln.sent.Load(), Received: ln.received.Load()})
+		}
+	}
+	slices.SortFunc(out, func(a, b LinkStats) int { return strings.Compare(a.Node, b.Node) })
+	return out
 }
 
 // Up reports whether a link to node is up.

@@ -143,6 +143,10 @@ func TestMessagesArriveInOrder(t *testing.T) {
 		}
 	}
 	got := ns["b"].rec.wait(t, n)
+	if sa, sb := ns["a"].links.Stats(), ns["b"].links.Stats(); len(sa) != 1 || sa[0].Node != "b" || sa[0].Sent < 200*20 ||
+		len(sb) != 1 || sb[0].Node != "a" || sb[0].Received < 200*20 {
+		t.Fatalf("stats: a %+v, b %+v", sa, sb)
+	}
 	for i, m := range got {
 		if m.Arg != uint64(i) || m.Tunnel != "t1" {
 			t.Fatalf("message %d: arg %d tunnel %q", i, m.Arg, m.Tunnel)

@@ -261,6 +261,14 @@ func (c *cluster) stopBeating() {
 	})
 }
 
+// Stats are the links' figures for the metrics (none before start).
+func (c *cluster) Stats() []nodelink.LinkStats {
+	if c.links == nil {
+		return nil
+	}
+	return c.links.Stats()
+}
+
 // The relay's Nodes.
 
 func (c *cluster) Self() string { return c.cfg.ID }

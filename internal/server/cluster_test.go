@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +26,7 @@ func TestClusterNodesShareAStore(t *testing.T) {
 	var dirs []string
 	for _, id := range []string{"n1", "n2", "n3"} {
 		dir := t.TempDir()
-		s, err := Open(ctx, Config{Listen: "127.0.0.1:0", DataDir: dir, Store: url,
+		s, err := Open(ctx, Config{Listen: "127.0.0.1:0", DataDir: dir, Store: url, MetricsListen: "127.0.0.1:0",
 			Cluster: Cluster{Listen: "127.0.0.1:0", ID: id}})
 		if err != nil {
 			t.Fatal(err)
@@ -73,6 +75,19 @@ func TestClusterNodesShareAStore(t *testing.T) {
 	for start := time.Now(); strings.Join(servers[0].cluster.Others(), ",") != "n2,n3"; time.Sleep(50 * time.Millisecond) {
 		if time.Since(start) > 3*heartbeatEvery {
 			t.Fatalf("n1 knows others %v", servers[0].cluster.Others())
+		}
+	}
+
+	// n1, the smallest id, links up with the others ahead of need, and its
+	// metrics show the links.
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		body := scrape(t, servers[0].MetricsAddr())
+		if strings.Contains(body, "\nwarren_node_links 2\n") &&
+			strings.Contains(body, `warren_node_link_bytes_total{direction="sent",node="n3"}`) {
+			break
+		}
+		if time.Since(start) > 5*heartbeatEvery {
+			t.Fatalf("n1's links after %v:\n%s", time.Since(start), grepLines(body, "warren_node_link"))
 		}
 	}
 
@@ -150,4 +165,28 @@ func TestClusterNodeTakenForDeadDropsItsPeers(t *testing.T) {
 	if n, err := s.store.Node(ctx, "n1"); err != nil || n.Address != c.cfg.Address {
 		t.Fatalf("not registered again: %+v, %v", n, err)
 	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -355,7 +355,11 @@ func (s *Server) prepare(ctx context.Context) error {
 	}
 	var apiMetrics api.Metrics
 	if s.cfg.MetricsListen != "" {
-		s.metrics = metrics.New(metrics.Config{Relay: s.relay, Bandwidth: s.bw, Store: s.store, Logger: s.log.With("component", "metrics")})
+		var links metrics.Links
+		if s.cluster != nil {
+			links = s.cluster
+		}
+		s.metrics = metrics.New(metrics.Config{Relay: s.relay, Bandwidth: s.bw, Store: s.store, Links: links, Logger: s.log.With("component", "metrics")})
 		apiMetrics = s.metrics
 	}
 	// The key that signs the API's nextTokens is the store's, so that a
