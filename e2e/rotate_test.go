@@ -220,6 +220,13 @@ print(json.dumps({"tunnel": t["tunnelId"], "source": t["sourceAccessToken"], "de
 		s.localproxy(t, "destination localproxy", "-d", "HTTP="+device, "-t", got.Destination)
 		s.localproxy(t, "source localproxy", "-s", fmt.Sprintf("HTTP=%d", port), "-t", got.Source)
 		waitPort(t, port)
+		// The source listens as soon as it is connected; a request before
+		// the destination is connected too would be reset.
+		waitFor(t, 20*time.Second, "both peers connected", func() bool {
+			var d describeOut
+			s.warren(t, &d, "describe-tunnel", "--tunnel-id", got.Tunnel)
+			return d.Tunnel.SourceConnectionState.Status == "CONNECTED" && d.Tunnel.DestinationConnectionState.Status == "CONNECTED"
+		})
 		if body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/late", port)); body != "configured later /late" {
 			t.Fatalf("through the tunnel: %q", body)
 		}
